@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def planned_record_path(task: Task, args: argparse.Namespace, ctx: RunContext) -> tuple[Path, Any]:
     plan = task.plan(args, ctx)
     phash = records.protocol_hash(plan.protocol)
-    return ctx.out / records.record_filename(task.name, plan.dataset, phash), plan
+    return ctx.out / records.record_filename(task.record_task or task.name, plan.dataset, phash), plan
 
 
 def run_task(task: Task, args: argparse.Namespace, ctx: RunContext | None = None) -> tuple[Path | None, dict[str, Any]]:
@@ -40,7 +40,7 @@ def run_task(task: Task, args: argparse.Namespace, ctx: RunContext | None = None
         raise RuntimeError(f"task {task.name} never loaded its backbone")
     record: dict[str, Any] = {
         "schema": records.SCHEMA_ID,
-        "task": task.name,
+        "task": task.record_task or task.name,
         "dataset": plan.dataset,
         "split": plan.split,
         "metrics": {k: float(v) for k, v in result.metrics.items()},

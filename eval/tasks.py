@@ -54,6 +54,9 @@ class Task:
     help: str = ""
     description: str | None = None
     uses_backbone: bool = True
+    # The record's ``task`` when it differs from ``name``: a scoring command writes the record of
+    # the task it scores (``retrieval-score`` -> ``retrieval``). None = ``name``.
+    record_task: str | None = None
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Task-specific options; each ``help`` states the reference default."""
