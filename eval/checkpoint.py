@@ -132,18 +132,19 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> Any:
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        if "Weights only load failed" in msg or "Unsupported global" in msg:
-            glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
-            what = f"it pickles {glob.group(1)}" if glob else _first_line(exc)
-            raise BadInput(p, f"refusing to load: {what}, which safe loading does not allow "
+        glob = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", msg)
+        if glob:
+            raise BadInput(p, f"refusing to load: it pickles {glob.group(1)}, which safe loading does not allow "
                               "(only tensors, containers and argparse.Namespace)") from None
-        raise BadInput(p, f"not a PyTorch checkpoint ({_first_line(exc)})") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", msg)
+        reason = detail.group(1).strip() if detail else _first_line(exc)
+        raise BadInput(p, f"not a PyTorch checkpoint (UnpicklingError: {reason})") from None
     except (RuntimeError, zipfile.BadZipFile) as exc:
         msg = str(exc)
         if "zip" in msg.lower() or "central directory" in msg or "archive" in msg or "file read failed" in msg:
             raise BadInput(p, "truncated or corrupt checkpoint (not a readable torch archive)") from None
         raise BadInput(p, f"cannot load checkpoint ({_first_line(exc)})") from None
-    except (EOFError, ValueError, UnicodeDecodeError, OSError, KeyError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # garbage bytes make the unpickler fail in arbitrary ways
         raise BadInput(p, f"not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
 
 

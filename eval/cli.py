@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from . import __version__
 from .errors import BadInput, TaskFailed
-from .options import add_common_arguments, add_scoring_arguments
+from .options import add_task_arguments
 from .tasks import Task, discover_tasks
 
 log = logging.getLogger("attmask")
@@ -40,11 +40,7 @@ def setup_logging(verbose: int) -> None:
 def _task_parser(sub: argparse._SubParsersAction, task: Task) -> None:
     p = sub.add_parser(task.name, help=task.help, description=task.description or task.help,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    if task.uses_backbone:
-        add_common_arguments(p)
-    else:
-        add_scoring_arguments(p)
-    task.add_arguments(p)
+    add_task_arguments(p, task)
     p.set_defaults(func=_run_task_command, task=task)
 
 
@@ -60,7 +56,7 @@ def _run_task_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import commands, data_cmd, regress, report, suite
+    from . import commands, regress, report, suite
 
     parser = OneLineParser(prog="attmask-eval", description="Evaluate self-supervised ViT backbones on the "
                            "standard protocols; one record schema, report and regression checks.")
@@ -74,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_parser(sub)
     report.add_parser(sub)
     regress.add_parser(sub)
-    data_cmd.add_parser(sub)
     return parser
 
 

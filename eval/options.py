@@ -53,3 +53,12 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder for the record")
     parser.add_argument("--dataset-name", default=None, metavar="NAME",
                         help="dataset label in the record (default: derived from the inputs)")
+
+
+def add_task_arguments(parser: argparse.ArgumentParser, task: object) -> None:
+    """Everything a task's command line takes: the shared options of its kind, then its own."""
+    if getattr(task, "uses_backbone", True):
+        add_common_arguments(parser)
+    else:
+        add_scoring_arguments(parser)
+    task.add_arguments(parser)  # type: ignore[attr-defined]

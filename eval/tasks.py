@@ -68,15 +68,14 @@ class Task:
         raise NotImplementedError
 
 
-@dataclass
 class UnavailableTask(Task):
     """Stands in for a registered task whose module failed to import; running it says why."""
 
-    entry: str = ""
-    error: str = ""
-
-    def __post_init__(self) -> None:
-        self.help = f"(unavailable: {self.error})"
+    def __init__(self, name: str, entry: str, error: str) -> None:
+        self.name = name
+        self.entry = entry
+        self.error = error
+        self.help = f"(unavailable: {error})"
 
 
 def _entry_points() -> list[EntryPoint]:
