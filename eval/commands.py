@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 
+from . import distributed as dist
 from .atomic import atomic_save
 from .checkpoint import load_backbone
 from .context import RunContext
@@ -63,6 +64,8 @@ def run_extract(args: argparse.Namespace) -> int:
         folder, _split = classification_split(args.dataset, args.data, args.split, "test")
         index = index_image_folder(folder)
     fs = ctx.features(index, transform_from_args(args), args.layers)
+    if not dist.is_main():  # under torchrun every rank holds the gathered features; rank 0 writes them
+        return 0
     out = ctx.file_in_out("features.npz")
     atomic_save(out, lambda fh: np.savez(fh, features=fs.features, paths=fs.paths, labels=fs.labels))
     print(f"{out}: {fs.features.shape[0]} images, features {list(fs.features.shape[1:])}")
