@@ -37,7 +37,7 @@ def _count_extractions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = context.extract_features
 
-    def counting(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def counting(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
@@ -114,7 +114,7 @@ def test_cache_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     cache = FeatureCache(tmp_path)
     fs = FeatureSet(features=np.ones((3, 4), np.float32), labels=np.zeros(3, np.int64), paths=np.asarray(["a", "b", "c"]))
 
-    def boom(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def boom(*a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(np, "savez", boom)

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from attmask.eval.arch import build_vit, spec_from_name
 from attmask.eval.checkpoint import load_backbone
 from attmask.eval.cli import main
 from attmask.eval.errors import BadInput
 from attmask.eval.features import forward_layers, intermediate_layers
-from safetensors.torch import save_file
 
 from .reference_vit import RefViT
 
