@@ -76,9 +76,54 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(env)
 
 
+BUILTIN_ENV = "ATTMASK_BUILTIN"
+
+
+def builtin_root() -> Path:
+    env = os.environ.get(BUILTIN_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "attmask" / "builtin"
+
+
+def materialise_sklearn_digits(dest: Path) -> Path:
+    """scikit-learn's bundled digits (1,797 8×8 grey images, no download) as an ImageFolder.
+
+    Written once to ``dest/{train,test}/<digit>/<index:04d>.png``; every fifth image (index % 5 == 4)
+    is a test image (359), the rest train (1,438). Lets the classification tasks and the demo run
+    on a machine without ``$ATTMASK_DATA``.
+    """
+    done = dest / ".complete"
+    if done.exists():
+        return dest
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=dest.parent))
+    for i, (img, label) in enumerate(zip(digits.images, digits.target)):
+        split = "test" if i % 5 == 4 else "train"
+        folder = tmp / split / str(int(label))
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.clip(np.asarray(img) * (255.0 / 16.0), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(folder / f"{i:04d}.png")
+    (tmp / ".complete").write_text("sklearn.datasets.load_digits\n")
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
 def dataset_dir(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """Folder of a registered dataset (``$ATTMASK_DATA/<folder>``), checked to exist."""
     spec = get_spec(name)
+    if spec.builtin == "sklearn-digits":
+        return materialise_sklearn_digits(builtin_root() / "sklearn-digits")
     if spec.folder is None:
         raise BadInput(None, f"dataset {name!r} is built in and has no folder")
     path = data_root(root) / spec.folder
@@ -178,7 +223,7 @@ def classification_split(name: str | None, data: str | os.PathLike[str] | None, 
     else:
         assert name is not None
         spec = get_spec(name)
-        if spec.kind != "imagefolder":
+        if spec.kind not in ("imagefolder", "builtin"):
             raise BadInput(None, f"dataset {name!r} is a {spec.kind} dataset, not an image-classification one")
         base = dataset_dir(name, root)
     if split is None:

@@ -34,3 +34,4 @@ def data_root() -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Feature caches of tests live in a per-session temporary folder, never in the user's cache."""
     monkeypatch.setenv("ATTMASK_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
+    monkeypatch.setenv("ATTMASK_BUILTIN", str(tmp_path_factory.getbasetemp() / "builtin-datasets"))
