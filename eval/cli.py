@@ -56,7 +56,7 @@ def _run_task_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import commands, regress, report, suite
+    from . import commands, data_cmd, regress, report, suite
 
     parser = OneLineParser(prog="attmask-eval", description="Evaluate self-supervised ViT backbones on the "
                            "standard protocols; one record schema, report and regression checks.")
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_parser(sub)
     report.add_parser(sub)
     regress.add_parser(sub)
+    data_cmd.add_parser(sub)
     return parser
 
 
