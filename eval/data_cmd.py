@@ -97,13 +97,25 @@ def prepare(rec: Recipe, root: Path, *, download_dir: Path | None = None, keep_a
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+    # Downloads without a published checksum may be the damaged ones when their content is wrong: they
+    # are deleted then, so that the next run fetches them again (verified ones are kept).
+    unverified = [archives[f.filename] for f in rec.files if f.checksum is None]
     with staged_folder(target) as staging:
-        summary = rec.installer.install(archives, staging, progress)
+        try:
+            summary = rec.installer.install(archives, staging, progress)
+        except BadInput as exc:
+            if exc.path is not None and Path(exc.path) in unverified:
+                Path(exc.path).unlink()
+                raise BadInput(exc.path, f"{exc.problem}; the download was deleted, run again to fetch it anew") \
+                    from None
+            raise
         checks = verify_folder(spec, staging, rec.expect, rec.kept_checksums())
         if not all(c.ok for c in checks):
             report(rec.name, staging, checks)
-            raise TaskFailed(f"{rec.name}: the extracted copy fails verification (see above); nothing was "
-                             f"installed, the downloads stay in {downloads}")
+            remove_downloads(unverified)
+            raise TaskFailed(f"{rec.name}: the extracted copy fails verification (see above); nothing was installed"
+                             + (f"; deleted the downloads without a published checksum "
+                                f"({', '.join(p.name for p in unverified)})" if unverified else ""))
     if not keep_archives:
         remove_downloads(list(archives.values()))
     report(rec.name, target, checks)

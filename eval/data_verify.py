@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from tqdm import tqdm
 
 from .datasets import IMAGE_EXTENSIONS, DatasetSpec
 from .downloads import Checksum, file_digest
@@ -88,7 +89,7 @@ def check_imagefolder(spec: DatasetSpec, path: Path, expect: Mapping[str, Any]) 
         classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
         class_sets[split] = classes
         counts, empty = {}, []
-        for cls in classes:
+        for cls in tqdm(classes, desc=f"count {split}", unit="class", leave=False, disable=len(classes) < 100):
             counts[cls], e = _count_class_images(folder / cls)
             empty += e
         total = sum(counts.values())
@@ -220,7 +221,7 @@ def check_davis(path: Path, expect: Mapping[str, Any]) -> list[Check]:
         ok, note = _expected(len(names), n_expected)
         checks.append(Check(f"{split} sequences", ok, f"{len(names)} listed in ImageSets/2017/{split}.txt{note}"))
         problems, total = [], 0
-        for seq in names:
+        for seq in tqdm(names, desc=f"check {split}", unit="seq", leave=False, disable=len(names) < 20):
             fdir, adir = path / "JPEGImages" / "480p" / seq, path / "Annotations" / "480p" / seq
             frames = sorted(p.stem for p in fdir.glob("*.jpg")) if fdir.is_dir() else []
             annots = sorted(p.stem for p in adir.glob("*.png")) if adir.is_dir() else []
@@ -295,7 +296,7 @@ def check_ade20k(path: Path, expect: Mapping[str, Any]) -> list[Check]:
             problems.append(f"images without annotation or annotations without image: "
                             f"{_few(sorted(set(images) ^ set(annots)))}")
         else:
-            for stem in images:
+            for stem in tqdm(images, desc=f"check {split}", unit="img", leave=False, disable=len(images) < 1000):
                 s_img, s_ann = _image_size(idir / f"{stem}.jpg"), _image_size(adir / f"{stem}.png")
                 if s_img is None or s_img != s_ann:
                     problems.append(f"{stem}: image {s_img}, annotation {s_ann}")

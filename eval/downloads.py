@@ -188,11 +188,11 @@ def fetch(remote: RemoteFile, folder: str | os.PathLike[str], *, progress: bool 
             return final
         log.warning("%s: does not match its %s; downloading it again", final, remote.checksum.algo)
         final.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
-    part = final.with_name(final.name + ".part")
     scheme = urllib.parse.urlparse(remote.url).scheme
     if scheme not in ("http", "https", "file"):
         raise BadInput(remote.url, f"unsupported URL scheme {scheme!r} (http, https or file)")
+    folder.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(final.name + ".part")
     reason = ""
     for attempt in range(1, attempts + 1):
         if attempt > 1:
