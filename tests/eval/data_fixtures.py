@@ -1,8 +1,8 @@
 """Offline stand-ins for dataset servers and archives (plain helpers for tests/eval/test_data_*.py).
 
 - ``FileServer``: an HTTP server on 127.0.0.1 (a thread) that serves bytes by path, honours
-  ``Range: bytes=N-`` (206 / 416), answers 404 for unknown paths, records every request and can
-  drop a transfer halfway (once per path) to exercise resumption.
+  ``Range: bytes=N-`` (206 / 416; or ignores it, as some servers do), answers 404 for unknown
+  paths, records every request and can drop transfers halfway (once, or always) to exercise resumption.
 - ``cifar_tarball``: a tiny CIFAR-10 "python version" tarball in the official format: the same
   member names, dict keys and Python 2 pickles (protocol 2, ``str`` as Python 2 byte strings,
   numpy arrays reduced through ``numpy.core.multiarray._reconstruct``).
@@ -55,7 +55,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         start = 0
-        if rng:
+        if rng and not owner.ignore_range:
             m = re.fullmatch(r"bytes=(\d+)-", rng)
             assert m, rng
             start = int(m.group(1))
@@ -72,7 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.path in owner.drop_once:
+        if self.path in owner.drop_once or self.path in owner.drop_always:
             owner.drop_once.discard(self.path)
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -93,6 +93,8 @@ class FileServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.drop_once: set[str] = set()
+        self.drop_always: set[str] = set()
+        self.ignore_range = False
         self.requests: list[tuple[str, str | None]] = []
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self  # type: ignore[attr-defined]
@@ -143,6 +145,16 @@ def py2_pickle(obj: object) -> bytes:
     return buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
 
 
+def _tarball(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
 def cifar_tarball(train_labels: list[list[int]], test_labels: list[int], seed: int = 0
                   ) -> tuple[bytes, dict[str, np.ndarray]]:
     """A ``cifar-10-python.tar.gz`` with one ``data_batch_i`` per entry of ``train_labels``.
@@ -165,13 +177,30 @@ def cifar_tarball(train_labels: list[list[int]], test_labels: list[int], seed: i
     members["batches.meta"] = py2_pickle({b"num_cases_per_batch": len(train_labels[0]),
                                           b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_vis": 3072})
     members["readme.html"] = b"<html>stand-in</html>"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(payload)
-            tf.addfile(info, io.BytesIO(payload))
-    return buf.getvalue(), {k: np.concatenate(v) for k, v in images.items()}
+    tarball = _tarball({f"cifar-10-batches-py/{k}": v for k, v in members.items()})
+    return tarball, {k: np.concatenate(v) for k, v in images.items()}
+
+
+def cifar100_tarball(per_class: int = 1, seed: int = 0) -> tuple[bytes, list[str], dict[str, np.ndarray]]:
+    """A ``cifar-100-python.tar.gz`` (``train``, ``test``, ``meta``; fine and coarse labels), 100 classes.
+
+    Returns (tarball bytes, fine class names, {"train": images, "test": images}); image i has fine
+    label ``i % 100``.
+    """
+    rng = np.random.default_rng(seed)
+    fine = [f"class_{i:03d}" for i in range(100)]
+    members, images = {}, {}
+    for split in ("train", "test"):
+        n = 100 * per_class
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        images[split] = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        members[split] = py2_pickle({b"filenames": [f"{split}_{i}.png".encode() for i in range(n)],
+                                     b"batch_label": f"{split}ing batch 1 of 1".encode(),
+                                     b"fine_labels": [i % 100 for i in range(n)],
+                                     b"coarse_labels": [i % 20 for i in range(n)], b"data": data})
+    members["meta"] = py2_pickle({b"fine_label_names": [c.encode() for c in fine],
+                                  b"coarse_label_names": [f"super_{i:02d}".encode() for i in range(20)]})
+    return _tarball({f"cifar-100-python/{k}": v for k, v in members.items()}), fine, images
 
 
 # --------------------------------------------------------------------------- ADE20K-like zip

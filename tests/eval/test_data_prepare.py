@@ -25,7 +25,7 @@ from attmask.eval.data_sources import PARIS_CORRUPT, Recipe, recipe
 from attmask.eval.downloads import Checksum
 from attmask.eval.errors import BadInput, TaskFailed
 
-from .data_fixtures import CIFAR10_CLASSES, FileServer, ade_zip, cifar_tarball, md5, sha1
+from .data_fixtures import CIFAR10_CLASSES, FileServer, ade_zip, cifar100_tarball, cifar_tarball, md5, sha1
 
 TRAIN_LABELS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]  # one image per class, in 5 batches
 TEST_LABELS = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
@@ -87,6 +87,18 @@ def test_resumes_an_existing_part_file(tmp_path: Path) -> None:
         assert server.requests == [("/cifar-10-python.tar.gz", "bytes=1000-")]
     assert (root / DOWNLOADS / "cifar-10-python.tar.gz").read_bytes() == tarball  # --keep-archives
     assert (root / "cifar10" / "test" / "airplane" / "00009.png").is_file()
+
+
+def test_cifar100_uses_the_fine_labels_and_their_names(tmp_path: Path) -> None:
+    tarball, fine, images = cifar100_tarball()
+    with FileServer() as server:
+        server.files["/cifar-100-python.tar.gz"] = tarball
+        rec = _with_checksums(recipe("cifar100", mirror=server.url), "md5", {"cifar-100-python.tar.gz": tarball},
+                              {"images": {"train": 100, "test": 100}, "per_class": {"train": 1, "test": 1}})
+        assert prepare(rec, tmp_path, progress=False) == 0
+    assert sorted(p.name for p in (tmp_path / "cifar100" / "test").iterdir()) == fine
+    png = tmp_path / "cifar100" / "test" / fine[42] / "00042.png"
+    assert np.array_equal(np.asarray(Image.open(png)), images["test"][42])
 
 
 def test_bad_checksum_is_rejected_with_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -247,3 +259,24 @@ def test_mini_and_unknown_names_are_bad_input(tmp_path: Path, capsys: pytest.Cap
     assert "no download recipe" in capsys.readouterr().err
     assert main(["data", "prepare", "cifar11", "--root", str(tmp_path)]) == 2
     assert "unknown dataset 'cifar11'" in capsys.readouterr().err
+
+
+def test_a_corrupt_archive_without_published_checksum_is_deleted_for_the_next_run(tmp_path: Path) -> None:
+    jpeg = io.BytesIO()
+    Image.new("RGB", (16, 12)).save(jpeg, format="JPEG")
+    good = _tgz({f"oxbuild/oxford_{i:06d}.jpg": jpeg.getvalue() for i in range(50)})
+    gnd = pickle.dumps({"imlist": ["oxford_000000"], "qimlist": ["oxford_000001"],
+                        "gnd": [{"bbx": [0, 0, 16, 12], "easy": [0], "hard": [], "junk": []}]}, protocol=3)
+    payloads = {"oxbuild_images-v1.tgz": good[: len(good) // 2], "gnd_roxford5k.pkl": gnd}  # truncated tarball
+    root = tmp_path / "data"
+    with FileServer() as server:
+        server.files.update({f"/{k}": v for k, v in payloads.items()})
+        rec = _with_checksums(recipe("roxford5k", mirror=server.url), "md5", payloads, {"database": 1, "queries": 1})
+        with pytest.raises(BadInput, match="corrupt tar archive.*the download was deleted"):
+            prepare(rec, root, progress=False)
+        assert not (root / DOWNLOADS / "oxbuild_images-v1.tgz").exists()
+        assert (root / DOWNLOADS / "gnd_roxford5k.pkl").is_file()  # verified by its md5: kept
+        assert not (root / "revisitop").exists() and _leftovers(root) == []
+        server.files["/oxbuild_images-v1.tgz"] = good  # the next run fetches it again and succeeds
+        assert prepare(rec, root, progress=False) == 0
+    assert len(list((root / "revisitop" / "roxford5k" / "jpg").iterdir())) == 50
