@@ -168,7 +168,10 @@ def check_revisitop(spec: DatasetSpec, path: Path, expect: Mapping[str, Any],
         gnd = load_pickle(gnd_path)
     except BadInput as exc:
         return [Check("gnd", False, f"{gnd_path.name}: {exc.problem}")]
-    imlist, qimlist, problems = _gnd_problems(gnd)
+    try:
+        imlist, qimlist, problems = _gnd_problems(gnd)
+    except (TypeError, ValueError, KeyError) as exc:
+        return [Check("gnd", False, f"{gnd_path.name}: malformed ground truth ({type(exc).__name__}: {exc})")]
     db_ok, db_note = _expected(len(imlist), expect.get("database"))
     q_ok, q_note = _expected(len(qimlist), expect.get("queries"))
     detail = f"{gnd_path.name}: {len(imlist):,} database images{db_note}, {len(qimlist)} queries{q_note}"

@@ -104,3 +104,29 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureF
 def test_builtin_digits_verifies(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "verify", "sklearn-digits"]) == 0
     assert "1797 images" in capsys.readouterr().out
+
+
+def test_coco_layout_checks(data_root: Path, tmp_path: Path) -> None:
+    """COCO: image counts per split, instance files parse, every listed image exists (the real GT of coco-eval)."""
+    import json
+
+    from attmask.eval.data_verify import verify_folder
+    from attmask.eval.datasets import get_spec
+
+    gt = json.loads((data_root / "coco-eval" / "instances_val2014_100.json").read_text())
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    for split in ("train2017", "val2017"):
+        (coco / split).mkdir()
+        for im in gt["images"][:3]:
+            (coco / split / im["file_name"]).write_bytes(b"\xff\xd8 stand-in")
+        sub = {**gt, "images": gt["images"][:3]}
+        (coco / "annotations" / f"instances_{split}.json").write_text(json.dumps(sub))
+    expect = {"images": {"train2017": 3, "val2017": 3}}
+    checks = verify_folder(get_spec("coco2017"), coco, expect)
+    assert all(c.ok for c in checks), [c.line() for c in checks]
+    assert any(c.name == "instances_val2017" and "every image present" in c.detail for c in checks)
+    (coco / "val2017" / gt["images"][1]["file_name"]).unlink()
+    bad = [c for c in verify_folder(get_spec("coco2017"), coco, expect) if not c.ok]
+    assert [c.name for c in bad] == ["val2017", "instances_val2017"]
+    assert gt["images"][1]["file_name"] in bad[1].detail
