@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from attmask.eval import distributed as dist
 from attmask.eval.atomic import atomic_write_text
 from attmask.eval.context import RunContext
 from attmask.eval.datasets import dataset_dir, get_spec
@@ -156,6 +157,8 @@ class DavisTask(Task):
         return Plan(dataset=_label(args, layout), split=layout.split, protocol=protocol)
 
     def run(self, args: argparse.Namespace, ctx: RunContext, plan: Plan) -> TaskResult:
+        if dist.world_size() > 1:
+            raise BadInput(None, "davis runs in one process: launch it without torchrun")
         layout = _layout(args)
         seqs = select_sequences(layout.sequences(), args.sequences, layout.split_file)
         params = self._params(args)

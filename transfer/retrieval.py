@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from attmask.eval import distributed as dist
 from attmask.eval.atomic import atomic_save
 from attmask.eval.checkpoint import sha256_file
 from attmask.eval.context import RunContext
@@ -165,6 +166,8 @@ class RetrievalTask(Task):
         return fs.features
 
     def run(self, args: argparse.Namespace, ctx: RunContext, plan: Plan) -> TaskResult:
+        if dist.world_size() > 1:
+            raise BadInput(None, "retrieval runs in one process: launch it without torchrun")
         ds = _open_dataset(args)
         ds.check_images()
         opts = self._options(args)

@@ -128,7 +128,8 @@ def describe(model: nn.Module, image: torch.Tensor, options: DescriptorOptions, 
         x = image if s == 1.0 else F.interpolate(image, scale_factor=s, mode="bilinear", align_corners=False)
         if x.shape[-1] < patch_size or x.shape[-2] < patch_size:
             raise BadInput(name, f"{image.shape[-1]}x{image.shape[-2]} px becomes {x.shape[-1]}x{x.shape[-2]} "
-                                 f"at scale {s:.3f}, smaller than the {patch_size}-px patch; raise --imsize")
+                                 f"at scale {s:.3f}, smaller than the {patch_size}-px patch; raise --imsize "
+                                 "(or use --no-multiscale)")
         d = pooled(model, crop_to_patch_multiple(x, patch_size), options.pooling, options.gem_p).float()
         total = d if total is None else total + d
     assert total is not None

@@ -191,3 +191,32 @@ def test_missing_gnd_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
                  "--out", str(tmp_path / "o")])
     assert code == 2
     assert "no such file" in _one_error_line(capsys.readouterr().err, "retrieval-score")
+
+
+def test_distractors_are_appended_to_the_database(data_root: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATTMASK_DATA", str(data_root))
+    distractors = tmp_path / "r1m"
+    distractors.mkdir()
+    jpgs = sorted((data_root / "revisitop-mini" / "rparis6k" / "jpg").glob("*.jpg"))[:3]
+    for i, src in enumerate(jpgs):
+        (distractors / f"d{i}.jpg").write_bytes(src.read_bytes())
+    run = tmp_path / "run"
+    assert main(["retrieval", "--ckpt", "random:vit_tiny", "--dataset", "rparis6k-mini", "--imsize", "192",
+                 "--no-multiscale", "--num-workers", "0", "--distractors", str(distractors), "--save-ranks",
+                 "--out", str(run)]) == 0
+    rec = _record(run)
+    assert rec["protocol"]["distractors"] == 3 and rec["protocol"]["reference"] is False
+    assert rec["cost"]["images"] == 147 + 3 + 8
+    ranks = np.load(run / rec["artifacts"]["ranks"])
+    assert ranks.shape == (150, 8)
+    assert (np.sort(ranks, axis=0) == np.arange(150)[:, None]).all()
+
+
+def test_image_smaller_than_a_patch_is_bad_input() -> None:
+    from attmask.eval.checkpoint import load_backbone
+    from attmask.eval.errors import BadInput
+
+    model = load_backbone("random:vit_d64_l2_h2_patch8_32").model
+    with pytest.raises(BadInput, match="smaller than the 8-px patch"):
+        describe(model, torch.zeros(1, 3, 12, 64), DescriptorOptions(imsize=64), patch_size=8, name="thin.jpg")
