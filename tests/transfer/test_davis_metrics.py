@@ -169,3 +169,31 @@ def test_bad_results_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Capture
     assert "differs from the sequence's" in _error_line(capsys.readouterr().err)
     assert main([*args[:2], str(tmp_path / "nothing"), *args[3:]]) == 2
     assert "no such results folder" in _error_line(capsys.readouterr().err)
+
+
+def test_two_objects_are_scored_separately(tmp_path: Path) -> None:
+    davis = tmp_path / "DAVIS"
+    (davis / "ImageSets" / "2017").mkdir(parents=True)
+    (davis / "ImageSets" / "2017" / "val.txt").write_text("pair\n")
+    ann = davis / "Annotations" / "480p" / "pair"
+    ann.mkdir(parents=True)
+    res = tmp_path / "res" / "pair"
+    res.mkdir(parents=True)
+    gt = np.zeros((20, 30), dtype=np.uint8)
+    gt[2:10, 2:12] = 1
+    gt[12:18, 15:28] = 2
+    only_one = np.where(gt == 2, 0, gt).astype(np.uint8)  # object 2 is never predicted
+    for i in range(5):
+        write_indexed_png(ann / f"{i:05d}.png", gt)
+        write_indexed_png(res / f"{i:05d}.png", only_one)
+    out = tmp_path / "o"
+    assert main(["davis-score", "--results", str(tmp_path / "res"), "--data", str(davis), "--out", str(out),
+                 "--dataset-name", "toy"]) == 0
+    rec = _record(out)
+    assert rec["dataset"] == "toy"
+    rows = {r["sequence"]: r for r in csv.DictReader((out / rec["artifacts"]["per_sequence"]).open())}
+    assert set(rows) == {"pair_1", "pair_2"}
+    assert float(rows["pair_1"]["J_mean"]) == pytest.approx(100.0) and float(rows["pair_2"]["J_mean"]) == 0.0
+    assert float(rows["pair_2"]["F_mean"]) == 0.0  # empty prediction: precision 1, recall 0
+    # overall = mean over the two objects
+    assert rec["metrics"]["J_mean"] == pytest.approx(50.0) and rec["metrics"]["J&F_mean"] == pytest.approx(50.0)
