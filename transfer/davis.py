@@ -52,7 +52,7 @@ from .davis_io import (
 )
 from .davis_metrics import BOUND_TH, summarize
 from .davis_propagation import PropagationParams, VideoPropagator, one_hot_labels, soft_to_labels
-from .davis_scoring import ScoredFolder, digest_files, score_folder, write_csv
+from .davis_scoring import ScoredFolder, digest_files, evaluated_annotations, score_folder, write_csv
 from .revisitop_data import registry_name_for
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,8 @@ class DavisTask(Task):
         layout = _layout(args)
         seqs = select_sequences(layout.sequences(), args.sequences, layout.split_file)
         params = self._params(args)
+        for seq in seqs:  # fail before any work when a sequence cannot be scored
+            evaluated_annotations(layout, seq, args.max_frames)
         model = ctx.backbone().model.to(ctx.device).eval()
         stem = _stem(self.name, plan)
         ctx.out.mkdir(parents=True, exist_ok=True)
