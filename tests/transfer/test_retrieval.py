@@ -220,3 +220,21 @@ def test_image_smaller_than_a_patch_is_bad_input() -> None:
     model = load_backbone("random:vit_d64_l2_h2_patch8_32").model
     with pytest.raises(BadInput, match="smaller than the 8-px patch"):
         describe(model, torch.zeros(1, 3, 12, 64), DescriptorOptions(imsize=64), patch_size=8, name="thin.jpg")
+
+
+def test_data_folder_is_labelled_by_its_registry_name(data_root: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATTMASK_DATA", str(data_root))
+    folder = data_root / "revisitop-mini" / "roxford5k"
+    args = _args("retrieval", "--ckpt", "random:vit_tiny", "--data", str(folder), "--out", str(tmp_path))
+    assert TASK.plan(args, None).dataset == "roxford5k-mini"  # never "roxford5k", the full benchmark's name
+    args = _args("retrieval", "--ckpt", "random:vit_tiny", "--data", str(folder), "--dataset-name", "mine",
+                 "--out", str(tmp_path))
+    assert TASK.plan(args, None).dataset == "mine"
+
+
+def test_missing_dataset_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATTMASK_DATA", str(tmp_path))
+    code = main(["retrieval", "--ckpt", "random:vit_tiny", "--dataset", "roxford5k", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "not found" in _one_error_line(capsys.readouterr().err, "retrieval")
