@@ -189,6 +189,7 @@ class DavisTask(Task):
         return TaskResult(metrics=metrics, images=frames_done,
                           artifacts={"masks": final.name, "per_sequence": csv_name})
 
+    @torch.inference_mode()
     def _segment(self, model: nn.Module, layout: DavisLayout, seq: str, out_dir: Path, params: PropagationParams,
                  args: argparse.Namespace, device: torch.device) -> int:
         """Propagate the first annotation of ``seq`` and write every frame's PNG; returns #frames."""
@@ -223,15 +224,17 @@ def _patch_size(model: nn.Module) -> int:
 
 def _frame_features(model: nn.Module, frames: list[Path], size: tuple[int, int], grid: tuple[int, int],
                     device: torch.device, batch: int) -> Iterator[torch.Tensor]:
-    """Patch features [h, w, D] of each frame (last block, final norm), computed ``batch`` at a time."""
+    """Patch features [h, w, D] of each frame (last block, final norm), computed ``batch`` at a time.
+
+    Runs under the caller's ``torch.inference_mode`` (a context manager inside a generator would
+    stay entered across its yields)."""
     h, w = grid
     patch_px = (h * _patch_size(model), w * _patch_size(model))
-    with torch.inference_mode():
-        for start in range(0, len(frames), max(1, batch)):
-            x = torch.stack([read_frame(p, size) for p in frames[start: start + batch]]).to(device)
-            x = x[..., : patch_px[0], : patch_px[1]]  # the reference's strided patch conv drops the remainder
-            tokens = forward_layers(model, x, "patch").float()  # [B, h*w, D]
-            yield from tokens.reshape(tokens.shape[0], h, w, -1)
+    for start in range(0, len(frames), max(1, batch)):
+        x = torch.stack([read_frame(p, size) for p in frames[start: start + batch]]).to(device)
+        x = x[..., : patch_px[0], : patch_px[1]]  # the reference's strided patch conv drops the remainder
+        tokens = forward_layers(model, x, "patch").float()  # [B, h*w, D]
+        yield from tokens.reshape(tokens.shape[0], h, w, -1)
 
 
 class DavisScoreTask(Task):
