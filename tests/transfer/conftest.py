@@ -8,9 +8,9 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Run the (small) tensor work of these tests on one thread.
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run the (small) tensor work of a test on one thread (modules opt in with ``pytestmark``).
 
     On a shared 2-core machine, OpenMP threads that wait for a descheduled sibling make tiny
     forwards tens of times slower; one thread keeps these tests' run time predictable.

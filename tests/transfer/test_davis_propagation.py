@@ -16,6 +16,8 @@ from attmask.transfer.davis_propagation import (
     soft_to_labels,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 H, W = 6, 8
 
 

@@ -12,6 +12,8 @@ import pytest
 from attmask.eval.errors import BadInput
 from attmask.transfer.revisitop_data import load_gnd, open_registered, registry_name_for
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.mark.parametrize("name, n_db", [("roxford5k", 4993), ("rparis6k", 6322)])
 def test_official_gnd_loads_and_lists_are_disjoint_and_in_range(data_root: Path, name: str, n_db: int) -> None:

@@ -15,6 +15,8 @@ from attmask.transfer.revisitop_map import (
     setting_truth,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def ranks_of(*columns: list[int]) -> np.ndarray:
     """[n_db, n_queries] from per-query rankings (database indices, best first)."""
