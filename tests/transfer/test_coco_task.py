@@ -96,9 +96,11 @@ def test_tiny_preset_trains_tests_and_records(ckpt: Path, coco_root: Path, tmp_p
 def test_detector_keeps_the_loaded_backbone(ckpt: Path) -> None:
     """Built from the preset through mmdet's registry and initialised as the Runner does."""
     from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
 
     from attmask.transfer.mm_runner import load_preset
 
+    init_default_scope("mmdet")
     _, _, cfg = load_preset("mmdet", "tiny_cascade_mask_rcnn_cpu")
     cfg.model.backbone.ckpt = str(ckpt)
     cfg.model.neck.in_channels = [64] * 4
