@@ -17,7 +17,8 @@ Presets (``configs/mmseg/``; PROTOCOLS.md §4, iBOT):
 
 Data: ADEChallengeData2016 (``--dataset ade20k``, ``--dataset ade20k-mini`` (validation only:
 name the training split with ``--train-split validation`` for a smoke run) or ``--data DIR``).
-Multi-GPU under ``torchrun``; ``--resume``, ``--test-only [--finetuned PTH]`` as for ``coco``.
+Multi-GPU under ``torchrun`` (total batch = ``--images-per-gpu`` x processes; the common
+``--batch-size`` is not used); ``--resume``, ``--test-only [--finetuned PTH]`` as for ``coco``.
 """
 
 from __future__ import annotations

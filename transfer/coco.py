@@ -18,7 +18,8 @@ Presets (``configs/mmdet/``; PROTOCOLS.md §4, iBOT):
 All: AdamW lr 1e-4, wd 0.05, DETR-style multi-scale training, ViT blocks (3, 5, 7, 11) -> BEiT /
 iBOT multi-level adapter -> FPN, drop-path 0.1, mixed precision on GPU. Multi-GPU: launch
 ``attmask-eval coco`` under ``torchrun --nproc-per-node N``; the preset's total batch is per-GPU
-images x processes (``--images-per-gpu``; the reference needs the preset's total).
+images x processes (``--images-per-gpu``; the reference needs the preset's total; the common
+``--batch-size``, a feature-extraction option, is not used).
 ``--test-only [--finetuned PTH]`` scores a fine-tuned detector without training; ``--resume``
 continues an interrupted run from its last epoch checkpoint. Data: the official COCO 2017
 layout (:mod:`.coco_data`), any category set (taken from the annotation file).
