@@ -240,3 +240,27 @@ def classification_split(name: str | None, data: str | os.PathLike[str] | None, 
         raise BadInput(folder, f"split {split!r} not found (expected <split>/<class>/<image>; "
                                f"sub-folders present: {', '.join(present) or 'none'})")
     return folder, split
+
+
+def registry_name_for(path: str | os.PathLike[str], kind: str, root: str | os.PathLike[str] | None = None) -> str | None:
+    """The registry name of ``kind`` whose folder holds ``path`` (a file or a dataset folder), if any.
+
+    Used for default dataset labels of ``--data`` runs and scoring commands, so a mini ground truth
+    is labelled ``roxford5k-mini``, never ``roxford5k``. The most specific (longest) matching folder
+    wins; without ``$ATTMASK_DATA`` (and no ``root``) nothing matches.
+    """
+    target = Path(path).resolve()
+    best: tuple[int, str] | None = None
+    for spec in registry().values():
+        if spec.kind != kind or spec.folder is None:
+            continue
+        try:
+            base = dataset_dir(spec.name, root)
+        except BadInput:
+            continue
+        folder = ((base / spec.subdir) if spec.subdir else base).resolve()
+        if target == folder or folder in target.parents:
+            depth = len(folder.parts)
+            if best is None or depth > best[0]:
+                best = (depth, spec.name)
+    return best[1] if best else None

@@ -14,11 +14,10 @@ annotation file, in file order: that is the order mmdet's ``CocoDataset`` gives 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from attmask.eval.datasets import DATA_ENV, dataset_dir, get_spec, registry
+from attmask.eval.datasets import dataset_dir, get_spec, registry_name_for
 from attmask.eval.errors import BadInput
 
 DEFAULT_TRAIN = "train2017"
@@ -92,23 +91,6 @@ def resolve_layout(dataset: str | None, data: str | None, train_split: str | Non
         train.check()
     classes, n_images = read_categories(test.ann_file)
     return CocoLayout(root=root, train=train, test=test, classes=classes, test_images=n_images)
-
-
-def registry_name_for(path: Path, kind: str) -> str | None:
-    """The registered dataset of ``kind`` whose folder is ``path`` or holds it (None when none does)."""
-    if not os.environ.get(DATA_ENV):
-        return None
-    target = path.resolve()
-    for name, spec in registry().items():
-        if spec.kind != kind:
-            continue
-        try:
-            folder = dataset_dir(name).resolve()
-        except BadInput:
-            continue
-        if folder == target or folder in target.parents:
-            return name
-    return None
 
 
 def registry_name_for_annotations(ann_file: Path) -> str | None:

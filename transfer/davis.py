@@ -34,7 +34,7 @@ from tqdm import tqdm
 from attmask.eval import distributed as dist
 from attmask.eval.atomic import atomic_write_text
 from attmask.eval.context import RunContext
-from attmask.eval.datasets import dataset_dir, get_spec
+from attmask.eval.datasets import dataset_dir, get_spec, registry_name_for
 from attmask.eval.errors import BadInput
 from attmask.eval.features import forward_layers
 from attmask.eval.records import protocol_hash, record_filename
@@ -53,7 +53,6 @@ from .davis_io import (
 from .davis_metrics import BOUND_TH, summarize
 from .davis_propagation import PropagationParams, VideoPropagator, one_hot_labels, soft_to_labels
 from .davis_scoring import ScoredFolder, digest_files, evaluated_annotations, score_folder, write_csv
-from .revisitop_data import registry_name_for
 
 log = logging.getLogger(__name__)
 

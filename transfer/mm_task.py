@@ -25,12 +25,12 @@ from typing import Any
 
 from attmask.eval import distributed as dist
 from attmask.eval.context import RunContext
+from attmask.eval.datasets import registry_name_for
 from attmask.eval.errors import BadInput, TaskFailed
 from attmask.eval.records import protocol_hash, record_filename
 from attmask.eval.tasks import Plan, Task, TaskResult
 
 from . import mm_runner
-from .coco_data import registry_name_for
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from attmask.eval import distributed as dist
 from attmask.eval.atomic import atomic_save
 from attmask.eval.checkpoint import sha256_file
 from attmask.eval.context import RunContext
-from attmask.eval.datasets import index_images
+from attmask.eval.datasets import index_images, registry_name_for
 from attmask.eval.errors import BadInput
 from attmask.eval.features import FeatureSet
 from attmask.eval.records import protocol_hash, record_filename
@@ -51,7 +51,7 @@ from .retrieval_features import (
     code_version,
     extract_descriptors,
 )
-from .revisitop_data import RevisitopDataset, load_gnd, open_folder, open_registered, registry_name_for
+from .revisitop_data import RevisitopDataset, load_gnd, open_folder, open_registered
 from .revisitop_map import KAPPAS, revisitop_metrics
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from attmask.eval.datasets import dataset_dir, get_spec, registry
+from attmask.eval.datasets import dataset_dir, get_spec
 from attmask.eval.errors import BadInput
 from attmask.eval.safe_pickle import load_pickle
 
@@ -169,27 +169,3 @@ def open_registered(name: str, root: str | os.PathLike[str] | None = None) -> Re
         raise BadInput(None, f"dataset {name!r} is a {spec.kind} dataset, not a revisitop one")
     base = dataset_dir(name, root)
     return open_folder(base / (spec.subdir or name))
-
-
-def registry_name_for(path: str | os.PathLike[str], kind: str, root: str | os.PathLike[str] | None = None) -> str | None:
-    """The registry name whose folder holds ``path`` (a gnd file or a dataset folder), if any.
-
-    Used for default dataset labels of scoring commands, so a mini ground truth is labelled
-    ``roxford5k-mini``, never ``roxford5k``. The most specific (longest) matching folder wins.
-    """
-    target = Path(path).resolve()
-    best: tuple[int, str] | None = None
-    for spec in registry().values():
-        if spec.kind != kind or spec.folder is None:
-            continue
-        try:
-            base = dataset_dir(spec.name, root)
-        except BadInput:
-            continue
-        folder = (base / spec.subdir) if spec.subdir else base
-        folder = folder.resolve()
-        if target == folder or folder in target.parents:
-            depth = len(folder.parts)
-            if best is None or depth > best[0]:
-                best = (depth, spec.name)
-    return best[1] if best else None

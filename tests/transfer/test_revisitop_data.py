@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attmask.eval.datasets import registry_name_for
 from attmask.eval.errors import BadInput
-from attmask.transfer.revisitop_data import load_gnd, open_registered, registry_name_for
+from attmask.transfer.revisitop_data import load_gnd, open_registered
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
