@@ -1,0 +1,53 @@
+"""Student / teacher network: the patch modes agree with projecting every token."""
+
+from __future__ import annotations
+
+import torch
+
+from attmask.eval.arch import ArchSpec
+from attmask.pretrain.heads import iBOTHead
+from attmask.pretrain.network import PretrainNet
+from attmask.pretrain.vit import build_backbone
+
+SPEC = ArchSpec(embed_dim=32, depth=2, num_heads=2, patch_size=8, img_size=32)
+
+
+def make(shared: bool) -> PretrainNet:
+    torch.manual_seed(0)
+    return PretrainNet(build_backbone(SPEC, mask_token=True),
+                       iBOTHead(32, 20, 20 if shared else 12, hidden_dim=16, bottleneck_dim=8, shared_head=shared)).eval()
+
+
+def test_patch_modes_agree() -> None:
+    for shared in (True, False):
+        net = make(shared)
+        g = torch.randn(4, 3, 32, 32)
+        loc = torch.randn(6, 3, 16, 16)
+        masks = torch.rand(4, 4, 4) < 0.4
+        with torch.no_grad():
+            full = net(g, loc, masks, patch="all")
+            picked = net(g, loc, masks, patch="masked")
+            z = net(g, loc, masks, patch="bottleneck")
+            cls_only = net(g, loc, masks, patch="none")
+        assert full.cls.shape == (10, 20) and full.patch.shape == (4, 16, 20 if shared else 12)
+        torch.testing.assert_close(picked.patch, full.patch[masks.reshape(4, -1)])
+        torch.testing.assert_close(picked.cls, full.cls)
+        torch.testing.assert_close(cls_only.cls, full.cls)
+        last = net.head.last_layer2
+        torch.testing.assert_close(last(z.patch), full.patch, rtol=1e-5, atol=1e-5)
+        # the teacher's patch center from the mean bottleneck: mean(W z) = W mean(z)
+        torch.testing.assert_close(last(z.patch.mean(1)), full.patch.mean(1), rtol=1e-5, atol=1e-5)
+
+
+def test_masks_change_only_the_masked_crops() -> None:
+    net = make(True)
+    g = torch.randn(2, 3, 32, 32)
+    none = torch.zeros(2, 4, 4, dtype=torch.bool)
+    some = none.clone()
+    some[0, 0, 0] = True
+    with torch.no_grad():
+        a = net(g, None, none, patch="all", cls_attention=True)
+        b = net(g, None, some, patch="all")
+    torch.testing.assert_close(a.cls[1], b.cls[1])  # crop 1 unmasked: unchanged
+    assert not torch.allclose(a.cls[0], b.cls[0])  # crop 0 lost a token's content
+    assert a.cls_attention.shape == (2, 16) and a.num_patches == 16 and b.cls_attention is None
