@@ -10,61 +10,19 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
-from PIL import Image
 
 from attmask.eval.arch import build_vit, spec_from_name
+from attmask.eval.davis_coco import davis_to_coco
 
-DAVIS_CATEGORIES = {"blackswan": "bird", "car-shadow": "car", "drift-chicane": "car", "dog": "dog", "libby": "dog"}
-COCO_IDS = {"car": 3, "bird": 16, "dog": 18}
 TINY_ARCH = "vit_d64_l4_h2_patch16_64"
 
 
-def mask_polygons(mask: np.ndarray) -> list[list[float]]:
-    """Outer contours of a binary mask [H, W] as COCO polygons [x0, y0, x1, y1, ...] (>= 3 points)."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polys = []
-    for c in contours:
-        if len(c) >= 3:
-            polys.append([float(v) for v in c.reshape(-1)])
-    return polys
-
-
 def davis_coco(data_root: Path, dest: Path, splits: dict[str, dict[str, list[int]]]) -> Path:
-    """Write ``dest/annotations/instances_<split>.json`` + ``dest/<split>/*.jpg`` from DAVIS frames.
-
-    ``splits``: split name -> {sequence: [frame indices]}. Returns ``dest``.
-    """
-    davis = data_root / "davis-mini" / "DAVIS"
-    categories = [{"id": COCO_IDS[n], "name": n, "supercategory": "none"} for n in ("car", "bird", "dog")]
-    image_id = ann_id = 0
-    for split, frames in splits.items():
-        (dest / split).mkdir(parents=True, exist_ok=True)
-        images, annotations = [], []
-        for seq, idxs in frames.items():
-            for f in idxs:
-                image_id += 1
-                name = f"{seq}_{f:05d}.jpg"
-                shutil.copyfile(davis / "JPEGImages" / "480p" / seq / f"{f:05d}.jpg", dest / split / name)
-                mask = np.array(Image.open(davis / "Annotations" / "480p" / seq / f"{f:05d}.png")) > 0
-                h, w = mask.shape
-                images.append({"id": image_id, "file_name": name, "height": h, "width": w})
-                ys, xs = np.nonzero(mask)
-                x0, y0, x1, y1 = float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
-                ann_id += 1
-                annotations.append({"id": ann_id, "image_id": image_id, "category_id": COCO_IDS[DAVIS_CATEGORIES[seq]],
-                                    "segmentation": mask_polygons(mask), "area": float(mask.sum()),
-                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0})
-        (dest / "annotations").mkdir(exist_ok=True)
-        (dest / "annotations" / f"instances_{split}.json").write_text(
-            json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    return dest
+    """The product's DAVIS -> COCO converter on ``$ATTMASK_DATA/davis-mini``."""
+    return davis_to_coco(data_root / "davis-mini" / "DAVIS", dest, splits)
 
 
 def tiny_checkpoint(path: Path, arch: str = TINY_ARCH, seed: int = 0) -> Path:
