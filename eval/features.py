@@ -7,6 +7,8 @@ Layer sets (features always taken after the final norm, as the reference's
 - ``cls4``: CLS of the last 4 blocks concatenated oldest first, [B, 4D];
 - ``avgpool``: mean patch token of the last block, [B, D];
 - ``cls+avgpool``: the two concatenated, [B, 2D] (DINO's linear feature for ViT-B);
+- ``cls4+avgpool``: ``cls4`` then ``avgpool``, [B, 5D] (DINOv2's linear-probe input: every set
+  above except ``patch`` is a slice of it, so one pass serves a sweep over them);
 - ``patch``: all patch tokens of the last block, [B, N, D].
 """
 
@@ -30,7 +32,7 @@ from .transforms import EvalTransform
 
 log = logging.getLogger(__name__)
 
-LAYER_SETS = ("cls", "cls4", "avgpool", "cls+avgpool", "patch")
+LAYER_SETS = ("cls", "cls4", "avgpool", "cls+avgpool", "cls4+avgpool", "patch")
 
 
 def default_linear_layers(embed_dim: int) -> str:
@@ -62,7 +64,7 @@ def forward_layers(model: nn.Module, images: torch.Tensor, layers: str) -> torch
     if layers not in LAYER_SETS:
         raise BadInput(None, f"unknown layer set {layers!r} (choose from {', '.join(LAYER_SETS)})")
     prefix = model.num_prefix_tokens
-    n = 4 if layers == "cls4" else 1
+    n = 4 if layers in ("cls4", "cls4+avgpool") else 1
     outs = intermediate_layers(model, images, n)
     last = outs[-1]
     if layers == "cls":
@@ -73,6 +75,8 @@ def forward_layers(model: nn.Module, images: torch.Tensor, layers: str) -> torch
         return last[:, prefix:].mean(dim=1)
     if layers == "cls+avgpool":
         return torch.cat([last[:, 0], last[:, prefix:].mean(dim=1)], dim=-1)
+    if layers == "cls4+avgpool":
+        return torch.cat([*(o[:, 0] for o in outs), last[:, prefix:].mean(dim=1)], dim=-1)
     return last[:, prefix:]
 
 
