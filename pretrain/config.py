@@ -32,10 +32,10 @@ META_KEYS = ("base", "reference", "description")
 ATTMASK_SHAPES = ("attmask_high", "attmask_low", "attmask_hint")
 PRED_SHAPES = (*ATTMASK_SHAPES, "rand", "block", "none")
 PRED_SHAPE_ALIASES = {"random": "rand"}
-# Keys that may differ between a checkpoint and the run that resumes it (they do not change training).
+# Keys that may differ between a checkpoint and the run that resumes it: they change neither the
+# training data nor the arithmetic (data_path may move; the data behind it must be the same).
 RESUME_FREE_KEYS = frozenset({"num_workers", "eval_every", "log_every", "saveckp_freq", "nb_knn", "knn_temperature",
-                              "knn_resize", "knn_crop", "knn_batch_size", "dataset", "data_path", "val_split",
-                              "progress", "compile"})
+                              "knn_resize", "knn_crop", "knn_batch_size", "data_path", "val_split", "compile"})
 
 
 @dataclass

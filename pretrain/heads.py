@@ -21,6 +21,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ROW_BUCKET = 128
+
+
+def masked_rows(tokens: torch.Tensor, masks: torch.Tensor, bucket: int = ROW_BUCKET) -> torch.Tensor:
+    """The masked tokens of ``tokens`` [C, n, D] (``masks`` [C, n] or [C, h, w] bool), row-major, then
+    padding rows (copies of token 0) up to a multiple of ``bucket``: [M', D] with M' >= M = masks.sum().
+
+    M changes every step. On CPU every new size means new oneDNN kernels and new allocator block sizes,
+    and a long run's memory then grows by gigabytes; keeping every M-sized tensor (the head's inputs,
+    outputs and gradients, the loss terms) to a few sizes avoids that. Callers use only the first M
+    rows of whatever they compute from the result.
+    """
+    index = masks.reshape(-1).nonzero().squeeze(1)
+    pad = (-index.shape[0]) % bucket
+    if pad or index.shape[0] == 0:
+        index = torch.cat([index, index.new_zeros(pad or bucket)])
+    return tokens.reshape(-1, tokens.shape[-1])[index]
+
 
 class WeightNormLinear(nn.Module):
     """``nn.utils.weight_norm(nn.Linear(in, out, bias=False))`` with the same parameter names.

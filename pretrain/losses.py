@@ -72,15 +72,17 @@ def masked_patch_loss(student_patch: torch.Tensor, teacher_probs: torch.Tensor, 
                       student_temp: float) -> torch.Tensor:
     """Same-view masked-token distillation over the masked tokens only.
 
-    ``student_patch`` [M, K'] logits and ``teacher_probs`` [M, K'] (centred, sharpened) of the M masked
-    tokens, in row-major order of ``masks`` [G·B, n] bool. Per crop: Σ over its masked tokens of the
-    cross-entropy / max(1, #masked); then the mean over all G·B crops (= the reference's batch mean
-    per global view, averaged over views, since every view has B crops).
+    ``student_patch`` [M', K'] logits and ``teacher_probs`` [M', K'] (centred, sharpened) whose first M
+    rows are the M masked tokens in row-major order of ``masks`` [G·B, n] bool (rows past M, padding,
+    are ignored). Per crop: Σ over its masked tokens of the cross-entropy / max(1, #masked); then the
+    mean over all G·B crops (= the reference's batch mean per global view, averaged over views, since
+    every view has B crops).
     """
     masks = masks.reshape(masks.shape[0], -1)
     crops = masks.shape[0]
     per_token = torch.sum(-teacher_probs * F.log_softmax(student_patch.float() / student_temp, dim=-1), dim=-1)
     crop_index = masks.nonzero(as_tuple=True)[0]
+    per_token = per_token[: crop_index.shape[0]]
     per_crop = per_token.new_zeros(crops).index_add(0, crop_index, per_token)
     counts = masks.sum(dim=1).clamp(min=1).to(per_crop.dtype)
     return (per_crop / counts).mean()
@@ -124,8 +126,9 @@ class iBOTLoss(nn.Module):  # the reference name
                 epoch: int) -> dict[str, torch.Tensor]:
         """Loss terms; updates the centers.
 
-        ``student_cls`` [V·B, K]; ``student_patch`` [M, K'] and ``teacher_patch`` [M, K'] logits of the M
-        masked tokens (row-major order of ``masks`` [G·B, h, w] bool); ``teacher_cls`` [G·B, K];
+        ``student_cls`` [V·B, K]; ``student_patch`` [M', K'] and ``teacher_patch`` [M', K'] logits whose
+        first M rows are the M masked tokens (row-major order of ``masks`` [G·B, h, w] bool; later rows
+        are padding and ignored); ``teacher_cls`` [G·B, K];
         ``teacher_patch_mean`` [G·B, K'] the teacher's patch logits averaged over each crop's n tokens
         (for the center, as the reference's ``teacher_patch.mean(1)``).
         """

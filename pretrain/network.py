@@ -24,7 +24,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .heads import iBOTHead
+from .heads import iBOTHead, masked_rows
 from .vit import backbone_forward
 
 PATCH_MODES = ("none", "masked", "all", "bottleneck")
@@ -32,7 +32,8 @@ PATCH_MODES = ("none", "masked", "all", "bottleneck")
 
 class NetOutput(NamedTuple):
     cls: torch.Tensor  # [(G + L)·B, K] logits of every crop's CLS token (globals first)
-    patch: torch.Tensor | None  # "all": [G·B, n, K']; "masked": [M, K'] in row-major mask order;
+    patch: torch.Tensor | None  # "all": [G·B, n, K']; "masked": [M', K'], the first M rows (M = masks.sum())
+    #                             the masked tokens in row-major mask order, then padding rows (M' >= M);
     #                             "bottleneck": [G·B, n, bottleneck]; "none": None
     cls_attention: torch.Tensor | None  # [G·B, n] float32 when asked
     num_patches: int  # n, patch tokens per global crop
@@ -68,7 +69,7 @@ class PretrainNet(nn.Module):
         patches = tokens[:, prefix:]
         if patch == "masked":
             assert masks is not None
-            patches = patches[masks.reshape(masks.shape[0], -1)]  # [M, D]
+            patches = masked_rows(patches, masks)  # [M', D], padded to a bucket (heads.masked_rows)
         # one pass through the MLP for CLS and patch tokens (shared weights), then the last layers
         flat = patches.reshape(-1, patches.shape[-1])
         z = head.bottleneck(torch.cat([cls_in, flat]))

@@ -30,6 +30,7 @@ from attmask.eval import distributed as dist
 
 from .config import PretrainConfig
 from .data import crop_major
+from .heads import masked_rows
 from .losses import DINOLoss, iBOTLoss
 from .masking import attmask, draw_pred_ratio
 from .network import PretrainNet
@@ -116,7 +117,7 @@ def train_step(st: StepState, batch: tuple[torch.Tensor, ...], *, step: int, epo
                 masks = torch.zeros(g.shape[0], *grid, dtype=torch.bool, device=st.device)
             with torch.no_grad():  # teacher targets of the masked tokens, and each crop's mean logits
                 last = st.teacher.head.last_layer2
-                t_patch = last(t_out.patch[masks.reshape(masks.shape[0], -1)])
+                t_patch = last(masked_rows(t_out.patch, masks))
                 t_patch_mean = last(t_out.patch.float().mean(dim=1))
             s_out = st.student(g, loc, masks, patch="masked")
             losses = st.loss_fn(s_out.cls, s_out.patch, t_out.cls, t_patch, t_patch_mean, masks, epoch)

@@ -49,6 +49,10 @@ def test_patch_loss_exact_values() -> None:
     expected = ((ce([0.9, 0.1], [0.6, 0.4]) + ce([0.5, 0.5], [0.2, 0.8])) / 2 + 0.0) / 2
     got = masked_patch_loss(student, teacher, masks, TAU_S)
     assert math.isclose(got.item(), expected, rel_tol=1e-6)
+    # padding rows past the masked ones are ignored
+    pad_s = torch.cat([student, torch.randn(5, 2)])
+    pad_t = torch.cat([teacher, torch.rand(5, 2)])
+    assert masked_patch_loss(pad_s, pad_t, masks, TAU_S).item() == got.item()
     # nothing masked anywhere: the loss is exactly 0 (sum over no tokens / max(1, 0))
     assert masked_patch_loss(student[:0], teacher[:0], torch.zeros(2, 3, dtype=torch.bool), TAU_S).item() == 0.0
 
