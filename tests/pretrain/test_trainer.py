@@ -102,6 +102,16 @@ def test_harness_loads_every_network(short_run: tuple[Path, TrainSummary], key: 
         assert torch.equal(tensor, ck[key][prefix + name])
 
 
+def test_attmask_eval_inspect_reports_our_format(short_run: tuple[Path, TrainSummary],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from attmask.eval.cli import main as eval_main
+
+    out, _ = short_run
+    assert eval_main(["inspect", "--ckpt", str(out / "checkpoint.pth"), "--checkpoint-key", "student"]) == 0
+    text = capsys.readouterr().out
+    assert "format:     attmask" in text and "key:        student" in text and "heads=2" in text
+
+
 def test_export_writes_a_backbone_the_harness_loads(short_run: tuple[Path, TrainSummary], tmp_path: Path) -> None:
     out, _ = short_run
     path = export_backbone(out / "checkpoint.pth", tmp_path / "backbone.pth")

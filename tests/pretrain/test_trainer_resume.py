@@ -67,3 +67,37 @@ def test_resume_refuses_a_changed_configuration(tmp_path: Path, data_root: Path)
     Trainer(tiny(), tmp_path, progress=False, max_steps=2).run()
     with pytest.raises(BadInput, match="configuration differs.*lr"):
         Trainer(tiny(lr=1e-3), tmp_path, progress=False, resume=True).run()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, data_root: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from attmask.pretrain import losses
+    from attmask.pretrain.cli import main
+
+    calls = {"n": 0}
+    forward = losses.iBOTLoss.forward
+
+    def poisoned(self, *args, **kwargs):  # the 8th iteration's loss is NaN (epoch 1; epoch 0 saved)
+        out = forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 8:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(losses.iBOTLoss, "forward", poisoned)
+    cfg = tmp_path / "tiny.yaml"
+    from .helpers import TINY
+
+    cfg.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the INFO log lines: one line
+    assert err.startswith("attmask-pretrain train: failed:")
+    assert "loss is nan at step 7 (epoch 1)" in err and "last good checkpoint" in err
+    ck = read_checkpoint_file(out / "checkpoint.pth")
+    assert ck["attmask"]["step"] == 5  # the end of epoch 0, untouched
+    stop = read_log(out, "stop")
+    assert stop[-1]["reason"] == "non-finite loss" and stop[-1]["step"] == 7
