@@ -152,6 +152,29 @@ def build_step_state(cfg: PretrainConfig, spec: ArchSpec, device: torch.device) 
                      ema_student=ema_s, ema_teacher=ema_t, device=device, amp_dtype=amp_dtype, rank=dist.rank())
 
 
+def loss_key(cfg: PretrainConfig) -> str:
+    """The checkpoint entry of the loss state, as the reference names it."""
+    return "ibot_loss" if cfg.loss == "ibot" else "dino_loss"
+
+
+def checkpoint_payload(st: StepState, args: dict[str, Any], step: int, iters: int, world: int,
+                       total_steps: int) -> dict[str, Any]:
+    """The checkpoint dict (reference layout + our ``attmask`` entry), every tensor copied to CPU."""
+    payload: dict[str, Any] = {
+        "student": ckpt_io.prefixed(ckpt_io.cpu_state(st.student_net.state_dict()), "module."),
+        "teacher": ckpt_io.cpu_state(st.teacher.state_dict()),
+        "optimizer": ckpt_io.cpu_state(st.optimizer.state_dict()),
+        "epoch": step // iters,
+        "args": args,
+        loss_key(st.cfg): ckpt_io.cpu_state(st.loss_fn.state_dict()),
+        "attmask": {"version": ckpt_io.FORMAT_VERSION, "step": step, "epoch": step // iters,
+                    "iters_per_epoch": iters, "world_size": world, "complete": step >= total_steps},
+    }
+    if st.scaler is not None:
+        payload["fp16_scaler"] = st.scaler.state_dict()
+    return payload
+
+
 def memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -205,6 +228,26 @@ class Trainer:
             raise BadInput(path, f"cannot resume exactly: the configuration differs ({shown}"
                                  f"{', …' if len(diff) > 4 else ''})")
 
+    def _restore(self, st: StepState, latest: Path, iters: int, world: int) -> int:
+        """Load ``latest`` into the networks, optimizer, centers and scaler; returns the global step."""
+        saved = ckpt_io.read_training_checkpoint(latest)
+        self._check_resume(saved, latest)
+        meta = saved["attmask"]
+        if meta.get("iters_per_epoch") != iters or meta.get("world_size") != world:
+            raise BadInput(latest, f"cannot resume exactly: saved with {meta.get('world_size')} process(es) and "
+                                   f"{meta.get('iters_per_epoch')} iterations per epoch, now {world} and {iters}")
+        st.student_net.load_state_dict(ckpt_io.unprefixed(saved["student"], "module."))
+        st.teacher.load_state_dict(saved["teacher"])
+        st.optimizer.load_state_dict(saved["optimizer"])
+        st.loss_fn.load_state_dict(saved[loss_key(self.cfg)])
+        if st.scaler is not None and saved.get("fp16_scaler") is not None:
+            st.scaler.load_state_dict(saved["fp16_scaler"])
+        step = int(meta["step"])
+        if dist.is_main():
+            truncate_after(self.out, step)
+        log.info("resuming %s at step %d (epoch %d)", latest, step, step // iters)
+        return step
+
     def run(self) -> TrainSummary:
         device = dist.init_from_env(self.device_name)
         if device.type == "cpu":
@@ -227,7 +270,7 @@ class Trainer:
         train_index, knn = self._data(cfg)
         spec = arch_spec(cfg)
         st = build_step_state(cfg, spec, device)
-        student_net, teacher, loss_fn, optimizer, scaler = st.student_net, st.teacher, st.loss_fn, st.optimizer, st.scaler
+        student_net, teacher, loss_fn = st.student_net, st.teacher, st.loss_fn
         attn_impl = resolve_attn_impl(cfg.attn_impl, device)
         dataset = MultiCropDataset(train_index, cfg)
         sampler = EpochSampler(len(dataset), cfg.batch_size_per_gpu, seed=cfg.seed, rank=rank, world_size=world)
@@ -236,43 +279,14 @@ class Trainer:
                                 weight_decay=cfg.weight_decay, weight_decay_end=cfg.weight_decay_end,
                                 momentum_teacher=cfg.momentum_teacher, epochs=cfg.epochs, iters_per_epoch=iters,
                                 total_batch=cfg.batch_size_per_gpu * world)
-        step = 0
-        if self.resume:
-            saved = ckpt_io.read_training_checkpoint(latest)
-            self._check_resume(saved, latest)
-            meta = saved["attmask"]
-            if meta.get("iters_per_epoch") != iters or meta.get("world_size") != world:
-                raise BadInput(latest, f"cannot resume exactly: saved with {meta.get('world_size')} process(es) and "
-                                       f"{meta.get('iters_per_epoch')} iterations per epoch, now {world} and {iters}")
-            student_net.load_state_dict(ckpt_io.unprefixed(saved["student"], "module."))
-            teacher.load_state_dict(saved["teacher"])
-            optimizer.load_state_dict(saved["optimizer"])
-            loss_fn.load_state_dict(saved["ibot_loss" if cfg.loss == "ibot" else "dino_loss"])
-            if scaler is not None and saved.get("fp16_scaler") is not None:
-                scaler.load_state_dict(saved["fp16_scaler"])
-            step = int(meta["step"])
-            if dist.is_main():
-                truncate_after(self.out, step)
-            log.info("resuming %s at step %d (epoch %d)", latest, step, step // iters)
+        step = self._restore(st, latest, iters, world) if self.resume else 0
         loader = build_loader(dataset, sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
         runlog = RunLog(self.out, enabled=dist.is_main())
         args = checkpoint_args(cfg, spec)
         total = sched.total_steps if self.max_steps is None else min(self.max_steps, sched.total_steps)
 
         def save(step_now: int, epoch_file: int | None = None) -> Path:
-            payload = {
-                "student": ckpt_io.prefixed(ckpt_io.cpu_state(student_net.state_dict()), "module."),
-                "teacher": ckpt_io.cpu_state(teacher.state_dict()),
-                "optimizer": ckpt_io.cpu_state(optimizer.state_dict()),
-                "epoch": step_now // iters,
-                "args": args,
-                "ibot_loss" if cfg.loss == "ibot" else "dino_loss": ckpt_io.cpu_state(loss_fn.state_dict()),
-                "attmask": {"version": ckpt_io.FORMAT_VERSION, "step": step_now, "epoch": step_now // iters,
-                            "iters_per_epoch": iters, "world_size": world,
-                            "complete": step_now >= sched.total_steps},
-            }
-            if scaler is not None:
-                payload["fp16_scaler"] = scaler.state_dict()
+            payload = checkpoint_payload(st, args, step_now, iters, world, sched.total_steps)
             if dist.is_main():
                 ckpt_io.save_checkpoint(latest, payload)
                 if epoch_file is not None:
