@@ -6,6 +6,11 @@ checkpoint loads through ``attmask.eval.checkpoint``), with one extra parameter 
 - ``masked_embed`` [1, D], zero-initialised (iBOT / AttMask's name): it **replaces the patch
   embedding of masked tokens before the position embedding is added** (iBOT ``prepare_tokens``).
 
+Local crops (and any other size) use timm's dynamic image size: the position embedding grid is
+resampled bicubically (timm's ``resample_abs_pos_embed``, with antialiasing when shrinking) instead of
+the reference's ``interpolate_pos_encoding`` (bicubic with a 0.1 offset, no antialiasing); the harness
+extracts features through the same timm path, so training and evaluation agree.
+
 AttMask needs the teacher's last-block CLS→patch attention, head-averaged, from the same forward pass
 that produces the targets. Fused kernels (SDPA / flash) never return attention weights, so the last
 block computes ``softmax(q_cls · Kᵀ / √d)`` from the CLS query and the keys **beside** the kernel:
