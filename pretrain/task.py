@@ -61,7 +61,7 @@ class PretrainTask(Task):
     def plan(self, args: argparse.Namespace, ctx: RunContext) -> Plan:
         loaded = _loaded(args)
         cfg = loaded.config
-        dataset = cfg.dataset or Path(cfg.data_path or "data").resolve().name
+        dataset = getattr(args, "dataset_name", None) or cfg.dataset or Path(cfg.data_path or "data").resolve().name
         protocol = {**cfg.to_dict(), "max_steps": args.max_steps,
                     "reference": loaded.reference and args.max_steps is None}
         return Plan(dataset=dataset, split=cfg.train_split or "train", protocol=protocol)
