@@ -32,6 +32,7 @@ def setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 0 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is not news
     from . import distributed as dist
 
     dist.silence_non_main_logging()
@@ -56,7 +57,7 @@ def _run_task_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import commands, data_cmd, regress, report, suite
+    from . import commands, data_cmd, demo, regress, report, suite
 
     parser = OneLineParser(prog="attmask-eval", description="Evaluate self-supervised ViT backbones on the "
                            "standard protocols; one record schema, report and regression checks.")
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     regress.add_parser(sub)
     data_cmd.add_parser(sub)
+    demo.add_parser(sub)
     return parser
 
 

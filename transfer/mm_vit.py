@@ -93,8 +93,15 @@ class MultiLevelAdapter(nn.Module):
             self.fpn2 = nn.Identity()
             self.fpn3 = nn.MaxPool2d(kernel_size=2, stride=2)
             self.fpn4 = nn.MaxPool2d(kernel_size=4, stride=4)
+        elif patch_size == 4:
+            # the same target strides from a stride-4 map (small-image ViTs, e.g. the demo's 32-px models):
+            # identity, then max-pools ½, ¼, ⅛ — the patch-8 rule carried one octave down
+            self.fpn1 = nn.Identity()
+            self.fpn2 = nn.MaxPool2d(kernel_size=2, stride=2)
+            self.fpn3 = nn.MaxPool2d(kernel_size=4, stride=4)
+            self.fpn4 = nn.MaxPool2d(kernel_size=8, stride=8)
         else:
-            raise BadInput(None, f"the multi-level adapter is defined for patch 16 or 8, not {patch_size}")
+            raise BadInput(None, f"the multi-level adapter is defined for patch 16, 8 or 4, not {patch_size}")
 
     def forward(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         ops = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)

@@ -97,6 +97,13 @@ def test_pyramid_strides_drop_path_and_norm(ckpt: Path) -> None:
     assert bb.vit.blocks[1].drop_path2.drop_prob == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("patch", [8, 4])
+def test_pyramid_strides_for_small_patches(patch: int, tmp_path: Path) -> None:
+    small = tiny_checkpoint(tmp_path / f"p{patch}.pth", arch=f"vit_d64_l4_h2_patch{patch}_64")
+    outs = AttMaskViT(ckpt=str(small), img_size=64)(torch.randn(1, 3, 64, 64))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(16, 16), (8, 8), (4, 4), (2, 2)]  # strides 4, 8, 16, 32
+
+
 def test_frozen_backbone(ckpt: Path) -> None:
     bb = AttMaskViT(ckpt=str(ckpt), img_size=64, frozen=True, with_pyramid=False, out_with_norm=True)
     bb.train()
