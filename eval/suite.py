@@ -6,14 +6,16 @@ A suite file (``configs/suites/<name>.yaml`` or a path)::
     checkpoints:                      # replaced by --ckpt when given
       - {label: random, ckpt: "random:vit_small"}
       - label: attmask_high           # pre-train first (the `pretrain` task), then evaluate
-        pretrain: {config: cifar10_mini_attmask_high, max-steps: 200}
+        pretrain: {config: cifar10mini_cpu_attmask_high, epochs: 4, positional: [eval_every=1]}
     tasks:
       - {task: knn, args: {dataset: cifar10-mini, resize: 32, crop: 32}}
       - {task: linear, args: {dataset: cifar10-mini, mode: fast}}
 
 Each checkpoint gets ``RUN_DIR/<label>/``. A task whose record already exists there with the same
 checkpoint sha256 and protocol hash is skipped (resume). A failing task is reported and the rest
-continue; the exit status is 1 if any task failed.
+continue; the exit status is 1 if any task failed. In argument values, ``{out}`` stands for the
+suite's RUN_DIR (e.g. ``data: "{out}/data/derived-set"``); a task may list the registered datasets
+it ``needs``, so a runner can skip it (saying why) when they are missing.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class CheckpointEntry:
 class TaskEntry:
     task: str
     args: dict[str, Any]
+    needs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -80,7 +83,10 @@ def load_suite(name_or_path: str, ckpts: list[str] | None = None) -> Suite:
         args = t.get("args") or {}
         if not isinstance(args, dict):
             raise BadInput(path, f"tasks[{i}].args must be a mapping")
-        tasks.append(TaskEntry(task=str(t["task"]), args=args))
+        needs = t.get("needs") or []
+        if not isinstance(needs, list):
+            raise BadInput(path, f"tasks[{i}].needs must be a list of dataset names")
+        tasks.append(TaskEntry(task=str(t["task"]), args=args, needs=[str(n) for n in needs]))
     checkpoints = []
     if ckpts:
         checkpoints = [CheckpointEntry(label=label_for(c), ckpt=c) for c in ckpts]
@@ -98,10 +104,29 @@ def load_suite(name_or_path: str, ckpts: list[str] | None = None) -> Suite:
     return Suite(name=str(raw.get("name", path.stem)), path=path, checkpoints=checkpoints, tasks=tasks)
 
 
+def substitute_out(args: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Replace ``{out}`` in string values (and list items) by the suite's RUN_DIR."""
+    def sub(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace("{out}", str(out))
+        if isinstance(v, list):
+            return [sub(x) for x in v]
+        return v
+
+    return {k: sub(v) for k, v in args.items()}
+
+
 def args_to_argv(args: dict[str, Any]) -> list[str]:
-    """``{dataset: x, no_cache: true, ks: [10, 20]}`` -> ``--dataset x --no-cache --ks 10 20``."""
+    """``{dataset: x, no_cache: true, ks: [10, 20]}`` -> ``--dataset x --no-cache --ks 10 20``.
+
+    The key ``positional`` holds values passed as positional arguments, after the options (e.g. the
+    ``pretrain`` task's ``KEY=VALUE`` overrides).
+    """
     argv: list[str] = []
+    positional = args.get("positional") or []
     for key, value in args.items():
+        if key == "positional":
+            continue
         flag = "--" + str(key).replace("_", "-")
         if value is None or value is False:
             continue
@@ -112,7 +137,7 @@ def args_to_argv(args: dict[str, Any]) -> list[str]:
             argv.extend(str(v) for v in value)
         else:
             argv.extend([flag, str(value)])
-    return argv
+    return argv + [str(v) for v in (positional if isinstance(positional, list) else [positional])]
 
 
 class _SuiteArgParser(argparse.ArgumentParser):
@@ -175,8 +200,8 @@ def run_suite(suite: Suite, out: Path, common: dict[str, Any] | None = None) -> 
         ckpt = entry.ckpt
         if entry.pretrain is not None:
             pre_dir = ck_dir / "pretrain"
-            outcome, _ = _run_one(get_task("pretrain"), args_to_argv({**entry.pretrain, "out": str(pre_dir)}),
-                                  suite, entry.label)
+            pre_args = substitute_out({**entry.pretrain, "out": str(pre_dir)}, out)
+            outcome, _ = _run_one(get_task("pretrain"), args_to_argv(pre_args), suite, entry.label)
             outcomes.append(outcome)
             log.info("[%s] pretrain: %s %s", entry.label, outcome.status, outcome.detail)
             if outcome.status == "failed":
@@ -190,7 +215,7 @@ def run_suite(suite: Suite, out: Path, common: dict[str, Any] | None = None) -> 
             except BadInput as exc:
                 outcomes.append(TaskOutcome(entry.label, t.task, "failed", str(exc)))
                 continue
-            args = dict(t.args)
+            args = substitute_out(dict(t.args), out)
             if task.uses_backbone:
                 args = {**common, **entry.args, **args, "ckpt": ckpt}
             args["out"] = str(ck_dir)

@@ -89,3 +89,7 @@ def test_unknown_suite_name_lists_shipped_ones(tmp_path: Path, capsys: pytest.Ca
 def test_args_to_argv() -> None:
     assert suite_mod.args_to_argv({"dataset": "x", "no_cache": True, "ks": [10, 20], "skip": False, "n": None}) == [
         "--dataset", "x", "--no-cache", "--ks", "10", "20"]
+    assert suite_mod.args_to_argv({"positional": ["a=1", "b=2"], "config": "c"}) == ["--config", "c", "a=1", "b=2"]
+    out = Path("/runs/x")
+    assert suite_mod.substitute_out({"data": "{out}/data", "ks": ["{out}"], "n": 3}, out) == {
+        "data": "/runs/x/data", "ks": ["/runs/x"], "n": 3}
