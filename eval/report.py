@@ -35,7 +35,7 @@ HEADLINE: dict[str, tuple[str, ...]] = {
     "davis": ("J&F_mean", "J_mean", "F_mean"),
     "coco": ("bbox_AP", "segm_AP"),
     "ade20k": ("mIoU",),
-    "pretrain": (),
+    "pretrain": ("loss", "knn_top1@k20"),
 }
 
 
@@ -139,8 +139,9 @@ def render_png(entries: list[Entry], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, _rows, values = build_table(entries, headline_only=True)
-    keys = sorted(values)
+    labels, rows, values = build_table(entries, headline_only=True)
+    keys = [key for key, _ in rows]
+    shown_variant = {key: row[3] for key, row in rows}
     n = max(1, len(keys))
     cols = min(4, n)
     nrows = math.ceil(n / cols)
@@ -149,7 +150,8 @@ def render_png(entries: list[Entry], path: Path) -> None:
     for ax, key in zip(axes.flat, keys):
         vals = [values[key].get(label, float("nan")) for label in labels]
         ax.bar(range(len(labels)), vals, color=[colors[i % len(colors)] for i in range(len(labels))])
-        task, dataset, variant, metric = key
+        task, dataset, _variant, metric = key
+        variant = shown_variant[key]
         ax.set_title(f"{task} {dataset}\n{metric}" + (f" [{variant}]" if variant else ""), fontsize=8)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
