@@ -46,19 +46,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn: Callable[[], object], device: torch.device, steps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def synthetic_batch(cfg, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Random crops, and ``rand`` masks drawn per crop as the loader draws them (ratio 0 or U(0.1, 0.5))."""
     b, g, loc = cfg.batch_size_per_gpu, cfg.global_crops_number, cfg.local_crops_number
@@ -141,8 +128,20 @@ def main(argv: list[str] | None = None) -> int:
                 return vit.norm(x), row
         return fn
 
-    for mode in ("plain", "row", "full"):
-        results[f"teacher_{mode}_s"] = median_time(teacher(mode), device, a.steps, a.warmup)
+    fns = {mode: teacher(mode) for mode in ("plain", "row", "full")}
+    samples: dict[str, list[float]] = {mode: [] for mode in fns}
+    for fn in fns.values():
+        for _ in range(a.warmup):
+            fn()
+    for _ in range(3 * a.steps):  # interleaved, so load drifts hit the three alike
+        for mode, fn in fns.items():
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            samples[mode].append(time.perf_counter() - t)
+    for mode, times_ in samples.items():
+        results[f"teacher_{mode}_s"] = statistics.median(times_)
 
     b = cfg.batch_size_per_gpu
     print(f"setting {a.setting} on {device} ({torch.get_num_threads()} threads), {cfg.arch} patch {cfg.patch_size}, "
