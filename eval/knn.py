@@ -42,7 +42,9 @@ BACKENDS = ("faiss", "torch")
 # Elements of one similarity block of the torch backend (256 MiB of float32).
 DEFAULT_BLOCK_ELEMENTS = 1 << 26
 # Elements of one gathered neighbour block of the float64 re-scoring (64 MiB, twice with the product).
-RESCORE_BLOCK_ELEMENTS = 1 << 23
+RESCORE_BLOCK_ELEMENTS = 1 << 21
+# Class scores of one vote block (float64; 32 MiB).
+VOTE_BLOCK_ELEMENTS = 1 << 22
 # Extra neighbours searched beyond k, and the similarity gap under which the order at the k-th
 # neighbour is re-checked exactly (float32 dot products of unit vectors err by well under 1e-5).
 TIE_MARGIN = 16
@@ -76,17 +78,18 @@ def search_torch(bank: torch.Tensor, queries: torch.Tensor, k: int,
     if not 0 < k <= n:
         raise ValueError(f"k = {k} needs 1 <= k <= bank size ({n})")
     rows = max(1, block_elements // max(n, 1))
-    sims_out, idx_out = [], []
+    q_count = queries.shape[0]
+    # outputs allocated once: per-block results appended to lists would interleave long-lived small
+    # allocations with the large temporaries and fragment the heap (RSS grew by GBs in benchmarks)
+    sims_out = torch.empty(q_count, k, dtype=torch.float32, device=bank.device)
+    idx_out = torch.empty(q_count, k, dtype=torch.long, device=bank.device)
     bank_t = bank.t()
-    for start in range(0, queries.shape[0], rows):
+    for start in range(0, q_count, rows):
         block = queries[start:start + rows] @ bank_t
-        sims, idx = block.topk(k, dim=1, largest=True, sorted=True)
-        sims_out.append(sims)
-        idx_out.append(idx)
+        torch.topk(block, k, dim=1, largest=True, sorted=True, out=(sims_out[start:start + rows],
+                                                                     idx_out[start:start + rows]))
         del block
-    if not sims_out:
-        return torch.empty(0, k, device=bank.device), torch.empty(0, k, dtype=torch.long, device=bank.device)
-    return torch.cat(sims_out), torch.cat(idx_out)
+    return sims_out, idx_out
 
 
 def faiss_has_gpu() -> bool:
@@ -97,11 +100,11 @@ def faiss_has_gpu() -> bool:
 
 def search_faiss(bank: torch.Tensor, queries: torch.Tensor, k: int, use_gpu: bool = False,
                  query_chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact inner-product search with FAISS ``IndexFlatIP`` (on the GPU with faiss-gpu).
+    """Exact inner-product search with FAISS (``faiss.knn``; ``GpuIndexFlatIP`` with faiss-gpu).
 
-    Same contract as ``search_torch``; results come back on ``queries.device``. FAISS processes
-    queries and the bank in fixed-size blocks, so memory beyond the bank is one output chunk of
-    ``query_chunk`` × k rows.
+    Same contract as ``search_torch``; results come back on ``queries.device``. On the CPU,
+    ``faiss.knn`` searches the bank in place (no index copy) in fixed-size BLAS blocks, so memory
+    beyond the inputs is one output chunk of ``query_chunk`` × k rows.
     """
     import faiss
 
@@ -109,23 +112,25 @@ def search_faiss(bank: torch.Tensor, queries: torch.Tensor, k: int, use_gpu: boo
     if not 0 < k <= n:
         raise ValueError(f"k = {k} needs 1 <= k <= bank size ({n})")
     bank_np = np.ascontiguousarray(bank.detach().float().cpu().numpy())
+    index: Any = None
     if use_gpu:
         res = faiss.StandardGpuResources()
         cfg = faiss.GpuIndexFlatConfig()
         cfg.device = (queries.device.index or 0) if queries.device.type == "cuda" else 0
-        index: Any = faiss.GpuIndexFlatIP(res, d, cfg)
-    else:
-        index = faiss.IndexFlatIP(d)
-    index.add(bank_np)
-    sims_out, idx_out = [], []
-    for start in range(0, queries.shape[0], query_chunk):
+        index = faiss.GpuIndexFlatIP(res, d, cfg)
+        index.add(bank_np)
+    q_count = queries.shape[0]
+    sims_out = torch.empty(q_count, k, dtype=torch.float32)
+    idx_out = torch.empty(q_count, k, dtype=torch.long)
+    for start in range(0, q_count, query_chunk):
         q = np.ascontiguousarray(queries[start:start + query_chunk].detach().float().cpu().numpy())
-        sims, idx = index.search(q, k)
-        sims_out.append(torch.from_numpy(sims))
-        idx_out.append(torch.from_numpy(idx).long())
-    if not sims_out:
-        return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
-    return torch.cat(sims_out).to(queries.device), torch.cat(idx_out).to(queries.device)
+        if index is not None:
+            sims, idx = index.search(q, k)
+        else:
+            sims, idx = faiss.knn(q, bank_np, k, metric=faiss.METRIC_INNER_PRODUCT)
+        sims_out[start:start + len(q)] = torch.from_numpy(sims)
+        idx_out[start:start + len(q)] = torch.from_numpy(idx)
+    return sims_out.to(queries.device), idx_out.to(queries.device)
 
 
 def rescore(bank: torch.Tensor, queries: torch.Tensor, indices: torch.Tensor,
@@ -139,23 +144,23 @@ def rescore(bank: torch.Tensor, queries: torch.Tensor, indices: torch.Tensor,
     """
     q_count, k = indices.shape
     rows = max(1, block_elements // max(k * bank.shape[1], 1))
-    sims_out, idx_out = [], []
+    sims_out = torch.empty(q_count, k, dtype=torch.float64, device=bank.device)
+    idx_out = torch.empty_like(indices)
     for start in range(0, q_count, rows):
         idx = indices[start:start + rows]
         neigh = bank[idx].double()  # [q, K, D]
         # an element-wise product and a row sum: each (query, neighbour) value is computed the same
         # way wherever it sits in the block (a batched matmul's kernels may round by position)
         sims = (neigh * queries[start:start + rows, None, :].double()).sum(-1)  # [q, K]
+        del neigh
         # stable sort by index first, then by similarity: equal similarities stay in index order
         by_index = idx.argsort(dim=1, stable=True)
         idx = idx.gather(1, by_index)
         sims = sims.gather(1, by_index)
         order = sims.argsort(dim=1, descending=True, stable=True)
-        sims_out.append(sims.gather(1, order))
-        idx_out.append(idx.gather(1, order))
-    if not sims_out:
-        return torch.empty(0, k, dtype=torch.float64), indices
-    return torch.cat(sims_out), torch.cat(idx_out)
+        sims_out[start:start + rows] = sims.gather(1, order)
+        idx_out[start:start + rows] = idx.gather(1, order)
+    return sims_out, idx_out
 
 
 def nearest_neighbours(bank: torch.Tensor, queries: torch.Tensor, k: int, backend: str = "torch",
@@ -238,8 +243,15 @@ def knn_classify(train_features: ArrayLike, train_labels: ArrayLike, test_featur
         raise ValueError(f"every k must be in 1..{bank.shape[0]} (the bank size); got {sorted(ks)}")
     sims, idx = nearest_neighbours(bank, queries, k_max, backend=backend, use_gpu=use_gpu)
     neighbour_labels = labels[idx]
-    return {k: rank_classes(weighted_vote(neighbour_labels[:, :k], sims[:, :k], num_classes, temperature), top)
-            for k in ks}
+    q_count = queries.shape[0]
+    out = {k: torch.empty(q_count, min(top, num_classes), dtype=torch.long, device=bank.device) for k in ks}
+    rows = max(1, VOTE_BLOCK_ELEMENTS // max(num_classes, 1))  # scores [rows, C] per step
+    for start in range(0, q_count, rows):
+        stop = start + rows
+        for k in ks:
+            scores = weighted_vote(neighbour_labels[start:stop, :k], sims[start:stop, :k], num_classes, temperature)
+            out[k][start:stop] = rank_classes(scores, top)
+    return out
 
 
 def topk_hits(ranked: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -281,7 +293,7 @@ class KnnTask(Task):
     description = ("Weighted k-NN (DINO / iBOT / AttMask): CLS of the last block after the final norm, "
                    "L2-normalised; cosine similarity; exp(sim/T) vote, T = 0.07; k in {10, 20, 100, 200}. "
                    "Metrics top1@kK and top5@kK (percent); headline top1@k20. The train split is the bank "
-                   "(--subset 260 for the 20%% ImageNet protocol).")
+                   "(--subset 260 for the 20% ImageNet protocol).")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_classification_arguments(parser)

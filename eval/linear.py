@@ -119,7 +119,7 @@ class LinearTask(Task):
     name = "linear"
     help = "linear probe on the frozen backbone (fast sweep, or the reference protocol)"
     description = ("Linear probe. --mode fast (default): heads for every feature set x lr x weight decay trained "
-                   "together on cached features, chosen on a held-out 10%% of train, refit, evaluated once "
+                   "together on cached features, chosen on a held-out 10% of train, refit, evaluated once "
                    "(selection: heldout; never reference). --mode reference: DINO's eval_linear as the AttMask "
                    "README runs it (RandomResizedCrop + flip through the frozen backbone, SGD momentum 0.9, no "
                    "weight decay, cosine, 100 epochs, lr 0.005 x batch / 256 at batch 2048, best epoch on the "

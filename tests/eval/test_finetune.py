@@ -70,7 +70,7 @@ def test_full_recipe_runs_and_resumes_to_the_same_result(trained_backbone: Path,
 def test_fine_tuning_learns_from_the_trained_backbone(trained_backbone: Path, tmp_path: Path) -> None:
     """Light settings (no mixup / RandAugment / erasing): 500 images, 3 epochs of 5 steps.
 
-    Measured: top-1 on 200 test images goes from about 10 (new head) to 33 after 4 epochs;
+    Measured: top-1 on 200 test images 29.0 after epoch 1 and 32.0 after epoch 3 (chance: 10);
     the threshold asks for 20.
     """
     out = tmp_path / "light"

@@ -146,8 +146,8 @@ def _knn(ckpt: str, out: Path, *extra: str) -> dict:
 def test_trained_backbone_beats_random_init_and_backends_agree(trained_backbone: Path, tmp_path: Path) -> None:
     """Bank: first 100 train images per class; queries: all 2,000 test images.
 
-    Measured (this machine, fixture of conftest): trained 38.2 vs random init 26.6 top1@k20 (+11.6);
-    the threshold below asks for +6.
+    Measured (fixture of conftest, seed-0 random init): trained 40.2 vs random init 23.1 top1@k20
+    (+17.1; with the full bank 44.0 vs 28.4); the threshold asks for +8.
     """
     trained = _knn(str(trained_backbone), tmp_path / "trained", "--subset", "100", "--backend", "faiss")
     torch_run = _knn(str(trained_backbone), tmp_path / "trained-torch", "--subset", "100", "--backend", "torch")
@@ -156,7 +156,7 @@ def test_trained_backbone_beats_random_init_and_backends_agree(trained_backbone:
     assert set(trained["metrics"]) == {f"top{t}@k{k}" for t in (1, 5) for k in (10, 20, 100, 200)}
     assert trained["protocol"]["reference"] is False  # 32 px transform
     assert trained["split"] == "test" and trained["protocol"]["subset"] == 100
-    assert trained["metrics"]["top1@k20"] >= random["metrics"]["top1@k20"] + 6.0
+    assert trained["metrics"]["top1@k20"] >= random["metrics"]["top1@k20"] + 8.0
     assert 15.0 <= random["metrics"]["top1@k20"] <= 40.0  # random init is far from chance (10) but weak
 
 
