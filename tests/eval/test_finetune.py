@@ -90,3 +90,32 @@ def test_odd_step_batches_with_mixup_are_bad_input(trained_backbone: Path, tmp_p
     rc = main(["finetune", "--ckpt", str(trained_backbone), *REDUCED, "--train-batch-size", "51",
                "--out", str(tmp_path / "odd")])
     assert rc == 2 and "even number of images" in capsys.readouterr().err
+
+
+def test_two_processes_under_torchrun(trained_backbone: Path, tmp_path: Path) -> None:
+    """DDP fine-tuning and the reference linear probe (gradients averaged by hand) on 2 gloo processes:
+    each writes one valid record from rank 0, with the test split evaluated in shards and summed."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    small = ["--dataset", "cifar10-mini", "--resize", "32", "--crop", "32", "--subset", "4", "--test-subset", "5",
+             "--num-workers", "0", "--device", "cpu", "--ckpt", str(trained_backbone)]
+    runs = {
+        "finetune": ["finetune", *small, "--epochs", "1", "--train-batch-size", "20", "--batch-size", "5",
+                     "--no-repeated-aug"],
+        "linear": ["linear", *small, "--mode", "reference", "--epochs", "1", "--train-batch-size", "20",
+                   "--batch-size", "10"],
+    }
+    for task, argv in runs.items():
+        out = tmp_path / task
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "-m", "attmask.eval.cli", *argv, "--out", str(out)],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (path,) = out.glob(f"{task}-cifar10-mini-*[0-9a-f].json")
+        record = json.loads(path.read_text())
+        records.validate(record)
+        for value in record["metrics"].values():
+            assert abs(value / 2 - round(value / 2)) < 1e-9  # k / 50 images in percent: even numbers
