@@ -96,9 +96,9 @@ def fast_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torc
     if len(held) == 0:
         raise ValueError("no held-out images: every class needs at least 2 training images")
     fit_t, held_t = torch.from_numpy(fit), torch.from_numpy(held)
-    bank = train_heads(train_x[fit_t], train_y[fit_t], configs, views, num_classes=num_classes,
-                       iterations=iterations, batch_size=batch_size, generator=gen, device=device, progress=progress)
-    held_top1 = evaluate_heads(bank, train_x[held_t], train_y[held_t], topk=(1,), device=device)[1]
+    bank = train_heads(train_x, train_y, configs, views, num_classes=num_classes, iterations=iterations,
+                       batch_size=batch_size, generator=gen, device=device, rows=fit_t, progress=progress)
+    held_top1 = evaluate_heads(bank, train_x, train_y, topk=(1,), device=device, rows=held_t)[1]
     best = int(torch.argmax(held_top1))  # first of equals: grid order
     chosen = configs[best]
     log.info("linear sweep: %d heads; best on held-out %.2f: %s", len(configs), float(held_top1[best]), chosen)

@@ -126,8 +126,11 @@ def flush_denormal() -> Iterator[None]:
 def train_heads(features: torch.Tensor, labels: torch.Tensor, configs: Sequence[HeadConfig],
                 views: Mapping[str, slice], *, num_classes: int, iterations: int, batch_size: int,
                 generator: torch.Generator, momentum: float = 0.9, device: torch.device | str = "cpu",
-                progress: bool = False) -> HeadBank:
+                rows: torch.Tensor | None = None, progress: bool = False) -> HeadBank:
     """Train every head of ``configs`` on ``features`` [N, D_all] / ``labels`` [N] in one pass.
+
+    ``rows`` (int64 [M]) restricts training to those rows without copying the features (ImageNet's
+    ``cls4+avgpool`` features of ViT-S are 9.8 GB).
 
     Each iteration draws one mini-batch (shared by all heads), computes the sum over heads of each
     head's mean cross-entropy (so every head gets exactly its own gradient) and takes one SGD step
@@ -141,10 +144,13 @@ def train_heads(features: torch.Tensor, labels: torch.Tensor, configs: Sequence[
     w_buf = {f: torch.zeros_like(bank.weights[f]) for f in groups}
     b_buf = {f: torch.zeros_like(bank.biases[f]) for f in groups}
     labels = labels.long()
-    steps = tqdm(batch_indices(len(features), batch_size, iterations, generator), total=iterations,
+    n = len(features) if rows is None else len(rows)
+    steps = tqdm(batch_indices(n, batch_size, iterations, generator), total=iterations,
                  desc="linear heads", unit="it", disable=not progress, leave=False)
     with flush_denormal():
         for step, idx in enumerate(steps):
+            if rows is not None:
+                idx = rows[idx]
             x = features[idx].to(device, non_blocking=True).float()
             y = labels[idx].to(device, non_blocking=True)
             loss = x.new_zeros(())
@@ -172,23 +178,26 @@ def train_heads(features: torch.Tensor, labels: torch.Tensor, configs: Sequence[
 
 
 def evaluate_heads(bank: HeadBank, features: torch.Tensor, labels: torch.Tensor, topk: Sequence[int] = (1, 5),
-                   device: torch.device | str = "cpu", max_elements: int = 1 << 26) -> dict[int, torch.Tensor]:
+                   device: torch.device | str = "cpu", max_elements: int = 1 << 26,
+                   rows: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
     """Accuracy in percent of every head: ``{k: [H]}`` for each k in ``topk`` (k capped at C).
 
-    ``features`` [N, D_all], ``labels`` [N]; evaluated in chunks of rows so that one chunk of
-    scores [H, rows, C] holds at most ``max_elements`` values.
+    ``features`` [N, D_all], ``labels`` [N] (only ``rows`` of them when given); evaluated in chunks
+    so that one chunk of scores [H, chunk, C] holds at most ``max_elements`` values.
     """
     device = torch.device(device)
     h, c = len(bank.configs), bank.num_classes
-    rows = max(1, max_elements // max(h * c, 1))
+    chunk = max(1, max_elements // max(h * c, 1))
+    positions = torch.arange(len(features)) if rows is None else rows
     hits = {k: torch.zeros(h, dtype=torch.float64) for k in topk}
     with torch.no_grad():
-        for start in range(0, len(features), rows):
-            x = features[start:start + rows].to(device).float()
-            y = labels[start:start + rows].to(device).long()
+        for start in range(0, len(positions), chunk):
+            part = positions[start:start + chunk]
+            x = features[part].to(device).float()
+            y = labels[part].to(device).long()
             scores = bank.logits(x)  # [H, B, C]
             ranked = scores.topk(min(max(topk), c), dim=2).indices  # [H, B, k]
             correct = ranked == y.view(1, -1, 1)
             for k in topk:
                 hits[k] += correct[:, :, :min(k, c)].any(dim=2).sum(dim=1).double().cpu()
-    return {k: 100.0 * v / max(len(features), 1) for k, v in hits.items()}
+    return {k: 100.0 * v / max(len(positions), 1) for k, v in hits.items()}

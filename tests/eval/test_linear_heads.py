@@ -94,3 +94,15 @@ def test_views_of_the_combined_layer_set_equal_the_layer_sets() -> None:
         for name, view in feature_views(64).items():
             if name != "cls4+avgpool":
                 torch.testing.assert_close(combined[:, view], forward_layers(model, x, name))
+
+
+def test_rows_train_and_evaluate_like_a_copied_subset() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, 10, generator=gen), torch.randint(0, 3, (50,), generator=gen)
+    rows = torch.tensor([1, 4, 5, 9, 20, 33, 34, 40, 41, 49])
+    views, configs = feature_views(2), [HeadConfig("cls4", 0.1, 0.0), HeadConfig("cls", 0.3, 1e-3)]
+    kw = dict(num_classes=3, iterations=5, batch_size=4)
+    a = train_heads(x, y, configs, views, generator=torch.Generator().manual_seed(1), rows=rows, **kw)
+    b = train_heads(x[rows], y[rows], configs, views, generator=torch.Generator().manual_seed(1), **kw)
+    assert all(torch.equal(a.weights[f], b.weights[f]) for f in a.weights)
+    assert torch.equal(evaluate_heads(a, x, y, rows=rows)[1], evaluate_heads(a, x[rows], y[rows])[1])
