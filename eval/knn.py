@@ -187,10 +187,22 @@ def nearest_neighbours(bank: torch.Tensor, queries: torch.Tensor, k: int, backen
         unsure = (sims[:, -1] >= sims[:, k - 1] - TIE_TOLERANCE).nonzero().flatten().tolist()
         for q in unsure:
             row = bank @ queries[q]  # [N] float32, exact up to rounding
-            cand = (row >= sims[q, k - 1] - 2 * TIE_TOLERANCE).nonzero().view(1, -1)
-            s, i = rescore(bank, queries[q:q + 1], cand)
-            sims[q, :k], idx[q, :k] = s[0, :k], i[0, :k]
+            cand = (row >= sims[q, k - 1] - 2 * TIE_TOLERANCE).nonzero().flatten()
+            sims[q, :k], idx[q, :k] = _exact_top(bank, queries[q], cand, k)
     return sims[:, :k], idx[:, :k]
+
+
+def _exact_top(bank: torch.Tensor, query: torch.Tensor, candidates: torch.Tensor, k: int,
+               chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """The canonical first ``k`` of ``candidates`` [M] (bank rows) for one ``query`` [D], in chunks of
+    rows so that even a query tied with the whole bank (e.g. all-zero features) stays in memory."""
+    best_s = torch.empty(0, dtype=torch.float64, device=bank.device)
+    best_i = torch.empty(0, dtype=torch.long, device=bank.device)
+    for start in range(0, len(candidates), chunk):
+        part = torch.cat([best_i, candidates[start:start + chunk]])
+        s, i = rescore(bank, query[None], part[None])
+        best_s, best_i = s[0, :k], i[0, :k]
+    return best_s, best_i
 
 
 # -- vote ----------------------------------------------------------------------------------------

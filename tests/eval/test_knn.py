@@ -177,3 +177,11 @@ def test_two_classes_have_no_top5_and_small_banks_are_bad_input(trained_backbone
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("attmask-eval knn: error")]
     assert len(errors) == 1 and "exceeds the 10 training images" in errors[0]
     assert not (tmp_path / "small").exists() or not any((tmp_path / "small").glob("*.json"))
+
+
+def test_queries_tied_with_the_whole_bank_are_resolved_by_index() -> None:
+    bank = torch.zeros(5000, 8)  # every similarity is 0: the canonical neighbours are rows 0..k-1
+    labels = torch.arange(5000) % 4
+    for backend in ("torch", "faiss"):
+        ranked = knn_classify(bank, labels, torch.randn(3, 8), ks=(10,), temperature=0.07, backend=backend)
+        assert ranked[10].tolist() == [[0, 1, 2, 3]] * 3  # 3 votes each for classes 0, 1; 2 for 2, 3
