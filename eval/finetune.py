@@ -4,10 +4,11 @@ The backbone from ``--ckpt`` gets a new linear head on the CLS token (timm init)
 its position embedding is resampled (bicubic) to the fine-tuning grid once, as the reference
 does. Training runs on one CPU, one GPU (AMP fp16 with loss scaling) or several processes under
 torchrun (DDP; the test split is evaluated in shards and the counts summed). One optimiser step
-uses ``--train-batch-size`` images over all processes, forwarded in chunks of ``--batch-size``
-with gradient accumulation (exact: a ViT has no batch statistics); mixup / cutmix mix each
-process's whole step batch. The state is saved after every epoch and a rerun of the same command
-resumes (``resume.py``).
+uses ``--train-batch-size`` images over all processes, loaded and forwarded in micro-batches of
+at most ``--batch-size`` (``resume.micro_batch_size``; even with mixup) with gradient
+accumulation (exact: a ViT has no batch statistics); mixup / cutmix mix within each micro-batch,
+as the reference mixes within each GPU's batch of 150, so the micro-batch is part of the protocol.
+The state is saved after every epoch and a rerun of the same command resumes (``resume.py``).
 
 Metrics (percent): ``top1_best`` (best evaluated epoch, model selection on the test split as
 the reference) and ``top1_last`` (after the last epoch); ``<record>.history.json`` lists every
@@ -40,7 +41,7 @@ from .errors import BadInput, TaskFailed
 from .features import ImageListDataset
 from .finetune_recipe import FinetuneRecipe, criterion, mixup_fn, optimizer, scheduler, train_transform
 from .linear_heads import flush_denormal
-from .resume import epoch_rng, load_state, save_state, state_path
+from .resume import epoch_rng, load_state, micro_batch_size, save_state, state_path
 from .tasks import Plan, Task, TaskResult
 from .transforms import EvalTransform
 
@@ -143,9 +144,6 @@ class FinetuneTask(Task):
         world = dist.world_size()
         if recipe.train_batch_size % world:
             raise BadInput(None, f"--train-batch-size {recipe.train_batch_size} is not divisible by {world} processes")
-        if recipe.mixup_active and (recipe.train_batch_size // world) % 2:
-            raise BadInput(None, "mixup / cutmix need an even number of images per process and step "
-                                 f"(--train-batch-size {recipe.train_batch_size} over {world} processes)")
         return recipe
 
     def plan(self, args: argparse.Namespace, ctx: RunContext) -> Plan:
@@ -153,7 +151,9 @@ class FinetuneTask(Task):
         recipe = self.recipe(args)
         size = base.transform.crop
         reference = base.reference and recipe == replace(REFERENCE, amp=recipe.amp)
-        protocol = {**base.protocol, "recipe": recipe.to_dict(), "input_size": size,
+        micro = micro_batch_size(recipe.train_batch_size // dist.world_size(), args.batch_size,
+                                 even=recipe.mixup_active)
+        protocol = {**base.protocol, "recipe": recipe.to_dict(), "input_size": size, "micro_batch": micro,
                     "train_transform": asdict(train_transform(recipe, size)), "optimizer": "adamw",
                     "schedule": "cosine", "selection": "test", "seed": args.seed, "reference": reference}
         return Plan(dataset=base.dataset, split=base.test_split, protocol=protocol)
@@ -199,9 +199,10 @@ class FinetuneTask(Task):
         else:
             sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
         per_process = recipe.train_batch_size // world
-        loader = DataLoader(ds, batch_size=per_process, sampler=sampler, num_workers=ctx.num_workers,
+        micro = p["micro_batch"]
+        loader = DataLoader(ds, batch_size=micro, sampler=sampler, num_workers=ctx.num_workers,
                             pin_memory=device.type == "cuda", drop_last=True)
-        if len(loader) == 0:
+        if len(loader) < per_process // micro:
             raise BadInput(data.train.root, f"{len(sampler)} training images per process per epoch: fewer than one "
                                             f"step of {per_process}; lower --train-batch-size")
         mix = mixup_fn(recipe, data.num_classes)
@@ -211,9 +212,9 @@ class FinetuneTask(Task):
             sampler.set_epoch(epoch)
             sched.step(epoch)
             with epoch_rng(args.seed, epoch, device), flush_denormal():  # same augmentations after a resume
-                loss = self._train_epoch(train_model, loader, opt, scaler, loss_fn, mix, ema, device, args.batch_size,
-                                         epoch, recipe.epochs, use_amp)
-            ctx.images_seen += len(loader) * per_process
+                loss = self._train_epoch(train_model, loader, opt, scaler, loss_fn, mix, ema, device,
+                                         per_process // micro, epoch, recipe.epochs, use_amp)
+            ctx.images_seen += len(loader) // (per_process // micro) * per_process
             entry: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "lr": opt.param_groups[0]["lr"]}
             if epoch % recipe.eval_freq == 0 or epoch + 1 == recipe.epochs:
                 top1, top5 = evaluate(model, data.test, data.transform, device, eval_batch, ctx.num_workers)
@@ -240,37 +241,45 @@ class FinetuneTask(Task):
 
     @staticmethod
     def _train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                     loss_fn: nn.Module, mix: Any, ema: Any, device: torch.device, micro: int, epoch: int,
+                     loss_fn: nn.Module, mix: Any, ema: Any, device: torch.device, micro_per_step: int, epoch: int,
                      epochs: int, use_amp: bool) -> float:
-        """One epoch; each loader batch is one optimiser step, forwarded in chunks of ``micro`` images."""
+        """One epoch. The loader yields micro-batches in sampler order; ``micro_per_step`` consecutive
+        ones are one optimiser step (gradients accumulated; a last incomplete step is dropped, as the
+        reference's ``drop_last=True``); mixup / cutmix mix within each micro-batch, as the reference
+        mixes within each GPU's batch."""
         model.train()
         total, steps = 0.0, 0
-        bar = tqdm(loader, desc=f"finetune epoch {epoch + 1}/{epochs}", unit="step", leave=False,
-                   disable=not dist.is_main())
-        for images, labels, _ in bar:
+        full_steps = len(loader) // micro_per_step
+        ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+        bar = tqdm(loader, desc=f"finetune epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+                   total=full_steps * micro_per_step, disable=not dist.is_main())
+        step_loss = 0.0
+        for i, (images, labels, _) in enumerate(bar):
+            if i >= full_steps * micro_per_step:
+                break
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             targets = labels
             if mix is not None:
                 images, targets = mix(images, labels)
-            opt.zero_grad(set_to_none=True)
-            chunks = list(zip(images.split(micro), targets.split(micro)))
-            step_loss = 0.0
-            for i, (x, t) in enumerate(chunks):
-                sync = i + 1 == len(chunks) or not isinstance(model, nn.parallel.DistributedDataParallel)
-                with (contextlib.nullcontext() if sync else model.no_sync()):
-                    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp) if device.type == "cuda" \
-                            else contextlib.nullcontext():
-                        loss = loss_fn(model(x), t) * (len(x) / len(images))
-                    scaler.scale(loss).backward()
-                step_loss += float(loss.detach())
+            last = (i + 1) % micro_per_step == 0
+            with (contextlib.nullcontext() if last or not ddp else model.no_sync()):
+                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp) if device.type == "cuda" \
+                        else contextlib.nullcontext():
+                    loss = loss_fn(model(images), targets) / micro_per_step
+                scaler.scale(loss).backward()
+            step_loss += float(loss.detach())
+            if not last:
+                continue
             if not math.isfinite(step_loss):
                 raise TaskFailed(f"fine-tuning loss is {step_loss} at epoch {epoch + 1}; stopping")
             scaler.step(opt)
             scaler.update()
+            opt.zero_grad(set_to_none=True)
             if ema is not None:
-                ema.update(model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model)
+                ema.update(model.module if ddp else model)
             total += step_loss
             steps += 1
+            step_loss = 0.0
         return total / max(steps, 1)
 
 

@@ -32,7 +32,7 @@ from .datasets import ImageIndex
 from .errors import BadInput
 from .features import ImageListDataset, autocast_for, forward_layers
 from .linear_heads import cosine_factor, flush_denormal
-from .resume import epoch_rng, load_state, save_state, state_path
+from .resume import epoch_rng, load_state, micro_batch_size, save_state, state_path
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, EvalTransform
 
 log = logging.getLogger(__name__)
@@ -98,30 +98,37 @@ def head_accuracy(head: nn.Module, features: torch.Tensor, labels: torch.Tensor,
     return 100.0 * top1 / n, 100.0 * top5 / n
 
 
-def _frozen_features(model: nn.Module, images: torch.Tensor, layers: str, micro: int,
-                     device: torch.device) -> torch.Tensor:
-    outs = []
+def _frozen_features(model: nn.Module, images: torch.Tensor, layers: str, device: torch.device) -> torch.Tensor:
     with torch.no_grad(), autocast_for(device):
-        for chunk in images.split(micro):
-            outs.append(forward_layers(model, chunk.to(device, non_blocking=True), layers).float())
-    return torch.cat(outs)
+        return forward_layers(model, images.to(device, non_blocking=True), layers).float()
 
 
 def _train_epoch(model: nn.Module, head: nn.Module, opt: torch.optim.Optimizer, loader: DataLoader,
-                 sampler: DistributedSampler, settings: ReferenceSettings, epoch: int, micro_batch: int,
+                 sampler: DistributedSampler, settings: ReferenceSettings, epoch: int, micro_per_step: int,
                  ctx: RunContext) -> tuple[float, int]:
-    """One epoch of SGD on the head; returns (sum of batch losses, number of steps)."""
+    """One epoch of SGD on the head; returns (sum of step losses, number of steps).
+
+    The loader yields micro-batches in sampler order; ``micro_per_step`` consecutive ones make one
+    step (the last step of an epoch may be shorter, as the reference's ``drop_last=False``).
+    """
     device = ctx.device
     sampler.set_epoch(epoch)
     for group in opt.param_groups:  # CosineAnnealingLR(T_max=epochs, eta_min=0), stepped per epoch
         group["lr"] = settings.lr * cosine_factor(epoch, settings.epochs)
     head.train()
     loss_sum, steps = 0.0, 0
+    feats: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
     bar = tqdm(loader, desc=f"linear epoch {epoch + 1}/{settings.epochs}", unit="batch", leave=False,
                disable=not dist.is_main())
-    for images, labels, _pos in bar:
-        feats = _frozen_features(model, images, settings.layers, micro_batch, device)
-        loss = F.cross_entropy(head(feats), labels.to(device))
+    for i, (images, labels, _pos) in enumerate(bar):
+        feats.append(_frozen_features(model, images, settings.layers, device))
+        targets.append(labels.to(device))
+        ctx.images_seen += len(images)
+        if len(feats) < micro_per_step and i + 1 < len(loader):
+            continue
+        loss = F.cross_entropy(head(torch.cat(feats)), torch.cat(targets))
+        feats, targets = [], []
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist.world_size() > 1:
@@ -131,7 +138,6 @@ def _train_epoch(model: nn.Module, head: nn.Module, opt: torch.optim.Optimizer, 
         opt.step()
         loss_sum += float(loss.detach())
         steps += 1
-        ctx.images_seen += len(images)
     return loss_sum, steps
 
 
@@ -140,8 +146,9 @@ def train_reference_probe(ctx: RunContext, train: ImageIndex, test: ImageIndex, 
                           dataset: str, protocol: dict[str, Any], micro_batch: int) -> dict[str, Any]:
     """Train the reference probe; returns ``{"top1", "top5", "best_epoch", "history"}`` (percent).
 
-    ``micro_batch`` images go through the backbone at once (``--batch-size``); one SGD step uses
-    ``settings.train_batch_size`` images over all processes.
+    At most ``micro_batch`` images (``--batch-size``; see ``micro_batch_size``) are loaded and go
+    through the backbone at once; one SGD step uses ``settings.train_batch_size`` images over all
+    processes, exactly as one large batch would (the backbone is frozen and has no batch statistics).
     """
     device = ctx.device
     bb = ctx.backbone()
@@ -174,11 +181,14 @@ def train_reference_probe(ctx: RunContext, train: ImageIndex, test: ImageIndex, 
                              f"{world} processes")
     ds = ImageListDataset(train, train_transform)  # type: ignore[arg-type]  # duck-typed transform spec
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=settings.seed)
-    loader = DataLoader(ds, batch_size=settings.train_batch_size // world, sampler=sampler,
-                        num_workers=ctx.num_workers, pin_memory=device.type == "cuda", drop_last=False)
+    per_process = settings.train_batch_size // world
+    micro = micro_batch_size(per_process, micro_batch)
+    loader = DataLoader(ds, batch_size=micro, sampler=sampler, num_workers=ctx.num_workers,
+                        pin_memory=device.type == "cuda", drop_last=False)
     for epoch in range(start, settings.epochs):
         with epoch_rng(settings.seed, epoch, device), flush_denormal():  # same crops after a resume
-            loss_sum, steps = _train_epoch(model, head, opt, loader, sampler, settings, epoch, micro_batch, ctx)
+            loss_sum, steps = _train_epoch(model, head, opt, loader, sampler, settings, epoch, per_process // micro,
+                                           ctx)
         head.eval()
         entry: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(steps, 1)}
         if (epoch + 1) % settings.eval_freq == 0 or epoch + 1 == settings.epochs:

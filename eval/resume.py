@@ -1,4 +1,4 @@
-"""Resumable training state of evaluation tasks (linear reference mode, fine-tuning).
+"""Resumable, reproducible training loops of evaluation tasks (linear reference mode, fine-tuning).
 
 A task run keeps its state in ``RUN_DIR/<task>-<dataset>-<first 8 hex of protocol_hash>.state.pth``,
 next to the record it will write, saved atomically after every epoch. The state stores the
@@ -77,3 +77,17 @@ def epoch_rng(seed: int, epoch: int, device: torch.device | None = None) -> Iter
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
+
+
+def micro_batch_size(step: int, limit: int, even: bool = False) -> int:
+    """Images per forward pass: the largest divisor of the per-process ``step`` batch that is at most
+    ``limit`` (``--batch-size``), and even when ``even`` (mixup pairs images within a batch).
+
+    Loaders then yield whole steps as runs of equal micro-batches, and no loader batch holds more
+    than ``limit`` images in memory (the reference steps of 2,048 or 900 images would).
+    """
+    for size in range(min(step, limit), 0, -1):
+        if step % size == 0 and (not even or size % 2 == 0):
+            return size
+    raise BadInput(None, f"no {'even ' if even else ''}batch size divides the {step} images per process and step "
+                         f"(pick another --train-batch-size)")

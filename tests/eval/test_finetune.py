@@ -89,7 +89,7 @@ def test_odd_step_batches_with_mixup_are_bad_input(trained_backbone: Path, tmp_p
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["finetune", "--ckpt", str(trained_backbone), *REDUCED, "--train-batch-size", "51",
                "--out", str(tmp_path / "odd")])
-    assert rc == 2 and "even number of images" in capsys.readouterr().err
+    assert rc == 2 and "no even batch size divides the 51 images" in capsys.readouterr().err
 
 
 def test_two_processes_under_torchrun(trained_backbone: Path, tmp_path: Path) -> None:
@@ -119,3 +119,14 @@ def test_two_processes_under_torchrun(trained_backbone: Path, tmp_path: Path) ->
         records.validate(record)
         for value in record["metrics"].values():
             assert abs(value / 2 - round(value / 2)) < 1e-9  # k / 50 images in percent: even numbers
+
+
+def test_micro_batches_divide_the_step() -> None:
+    from attmask.eval.errors import BadInput
+    from attmask.eval.resume import micro_batch_size
+
+    assert micro_batch_size(900, 128, even=True) == 100  # the README step of 900 in loads of 100
+    assert micro_batch_size(900, 150, even=True) == 150
+    assert micro_batch_size(2048, 128) == 128 and micro_batch_size(50, 64) == 50 and micro_batch_size(7, 4) == 1
+    with pytest.raises(BadInput):
+        micro_batch_size(7, 4, even=True)
