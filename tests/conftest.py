@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +19,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One intra-op torch thread for a test module of many small tensor operations (opt in with
+    ``pytestmark = pytest.mark.usefixtures("single_thread")``).
+
+    On a 2-core machine that other processes also load, every small parallel region waits for a
+    descheduled sibling thread: the 104-head linear sweep measured 5-15 iterations/s with two threads
+    and 180-210 with one; small forwards were tens of times slower. Results do not depend on the
+    thread count beyond float rounding, and no test compares timings.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,6 @@ from attmask.eval.fewshot import (
 from attmask.eval.knn import knn_accuracy
 from attmask.eval.logreg import fit_logreg, logreg_top1, select_and_fit
 
-from .single_thread import single_thread  # noqa: F401  (fixture)
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 RANDOM_VIT = "random:vit_d128_l4_h2_patch4_32"
 

@@ -11,8 +11,6 @@ from attmask.eval import finetune, records
 from attmask.eval.cli import main
 from attmask.eval.finetune_recipe import FinetuneRecipe
 
-from .single_thread import single_thread  # noqa: F401  (fixture)
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 REDUCED = ["--dataset", "cifar10-mini", "--resize", "32", "--crop", "32", "--subset", "10", "--test-subset", "10",

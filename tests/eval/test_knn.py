@@ -26,8 +26,6 @@ from attmask.eval.knn import (
 )
 from attmask.eval.transforms import EvalTransform
 
-from .single_thread import single_thread  # noqa: F401  (fixture)
-
 SMALL = EvalTransform(resize=32, crop=32)
 pytestmark = pytest.mark.usefixtures("single_thread")
 RANDOM_VIT = "random:vit_d128_l4_h2_patch4_32"  # the trained fixture's architecture, random init

@@ -13,8 +13,6 @@ from attmask.eval import linear_reference, records
 from attmask.eval.cli import main
 from attmask.eval.linear import heldout_split, sweep_configs
 
-from .single_thread import single_thread  # noqa: F401  (fixture)
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 RANDOM_VIT = "random:vit_d128_l4_h2_patch4_32"
 SMALL = ["--resize", "32", "--crop", "32"]

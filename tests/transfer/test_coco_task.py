@@ -23,8 +23,8 @@ from attmask.transfer.mm_runner import config_sha256
 
 from .dense_fixtures import davis_coco, tiny_checkpoint
 
-# tiny forwards on a shared 2-core machine: one OpenMP thread keeps them fast (tests/transfer/conftest.py)
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# tiny forwards on a shared 2-core machine: one OpenMP thread keeps them fast (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SPLITS = {
     "train2017": {"blackswan": [0, 20], "car-shadow": [0, 20], "dog": [0, 30], "drift-chicane": [10, 40]},

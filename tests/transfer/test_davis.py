@@ -15,7 +15,7 @@ from attmask.eval.cli import build_parser, main
 from attmask.transfer.davis import TASK
 from attmask.transfer.davis_io import voc_palette
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 NAMES = ["J&F_mean", "J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay"]
 

@@ -23,7 +23,7 @@ from attmask.transfer.davis_io import (
     write_indexed_png,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_palette_is_the_voc_map_of_the_davis_annotations(data_root: Path) -> None:

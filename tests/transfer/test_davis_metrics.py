@@ -22,7 +22,7 @@ from attmask.transfer.davis_metrics import (
     statistics,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 NAMES = ["J&F_mean", "J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay"]
 

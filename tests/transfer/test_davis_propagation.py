@@ -16,7 +16,7 @@ from attmask.transfer.davis_propagation import (
     soft_to_labels,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 H, W = 6, 8
 

@@ -18,8 +18,8 @@ from attmask.transfer.mm_vit import AttMaskViT, default_out_indices
 
 from .dense_fixtures import tiny_checkpoint
 
-# tiny forwards on a shared 2-core machine: one OpenMP thread keeps them fast (tests/transfer/conftest.py)
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# tiny forwards on a shared 2-core machine: one OpenMP thread keeps them fast (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

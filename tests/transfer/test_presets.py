@@ -17,8 +17,8 @@ from attmask.transfer.mm_runner import fill_widths, load_preset, preset_names
 
 from .dense_fixtures import tiny_checkpoint
 
-# tiny forwards on a shared 2-core machine: one OpenMP thread keeps them fast (tests/transfer/conftest.py)
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# tiny forwards on a shared 2-core machine: one OpenMP thread keeps them fast (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 COCO = ["cascade_mask_rcnn_vit_coco_1x", "cascade_mask_rcnn_vit_coco_3x", "mask_rcnn_vit_coco_1x",
         "tiny_cascade_mask_rcnn_cpu", "tiny_mask_rcnn_cpu"]

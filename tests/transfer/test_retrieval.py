@@ -27,7 +27,7 @@ from attmask.transfer.retrieval_features import (
     load_image,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 METRICS = {f"mAP_{s}" for s in ("easy", "medium", "hard")} | {
     f"mP@{k}_{s}" for k in (1, 5, 10) for s in ("easy", "medium", "hard")}

@@ -13,7 +13,7 @@ from attmask.eval.datasets import registry_name_for
 from attmask.eval.errors import BadInput
 from attmask.transfer.revisitop_data import load_gnd, open_registered
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("name, n_db", [("roxford5k", 4993), ("rparis6k", 6322)])

@@ -15,7 +15,7 @@ from attmask.transfer.revisitop_map import (
     setting_truth,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def ranks_of(*columns: list[int]) -> np.ndarray:

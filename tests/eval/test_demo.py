@@ -1,0 +1,108 @@
+"""The demo pipeline in a reduced form: every artefact exists and every record validates.
+
+Runs ``attmask-eval demo`` with a suite of the demo's shape (pre-train with AttMask-High, a random
+init baseline; every task) shrunk to seconds: 2 pre-training steps on 20 images per class, subsets,
+tiny resolutions and iteration counts. The full demo (``make demo``) is the same code path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from attmask.eval import records
+from attmask.eval.cli import main
+
+ARCH = "vit_d128_l4_h2_patch4_32"
+PRETRAIN_OVERRIDES = ["subset=20", "eval_every=1", "nb_knn=[10,20]", "batch_size_per_gpu=32", "local_crops_number=2",
+                      "num_workers=0", "log_every=1"]
+
+
+def _suite(tmp: Path, with_data: bool) -> Path:
+    dataset = "cifar10-mini" if with_data else "sklearn-digits"
+    pre = {"config": "cifar10mini_cpu_attmask_high", "epochs": 1, "max-steps": 2,
+           "positional": [*PRETRAIN_OVERRIDES, f"dataset={dataset}"]}
+    cls = {"dataset": dataset, "resize": 32, "crop": 32, "subset": 20, "test-subset": 10}
+    tasks = [
+        {"task": "knn", "args": {**cls, "ks": [10, 20]}},
+        {"task": "linear", "args": {**cls, "iterations": 20, "lrs": [0.01, 0.1], "feature-sets": ["cls"],
+                                    "weight-decays": [0.0]}},
+        {"task": "fewshot", "args": {"dataset": dataset, "resize": 32, "crop": 32, "test-subset": 10, "shots": [1, 5]}},
+    ]
+    if with_data:
+        tasks += [
+            {"task": "retrieval", "needs": ["roxford5k-mini"],
+             "args": {"dataset": "roxford5k-mini", "imsize": 48, "no-multiscale": True}},
+            {"task": "davis", "needs": ["davis-mini"],
+             "args": {"dataset": "davis-mini", "short-side": 32, "long-multiple": 32, "sequences": ["blackswan"],
+                      "max-frames": 3}},
+            {"task": "coco", "needs": ["davis-mini"],
+             "args": {"data": "{out}/data/davis-mini-coco", "dataset-name": "davis-mini-coco",
+                      "config": "demo_mask_rcnn_cpu", "cfg-options": ["train_cfg.max_epochs=1"]}},
+            {"task": "ade20k", "needs": ["ade20k-mini"],
+             "args": {"dataset": "ade20k-mini", "train-split": "validation", "config": "demo_upernet_cpu",
+                      "cfg-options": ["train_cfg.max_iters=2"]}},
+            {"task": "ade20k", "needs": ["no-such-dataset-folder"], "args": {"dataset": "ade20k"}},
+        ]
+    suite = {"name": "demo-test", "checkpoints": [{"label": "attmask_high", "pretrain": pre},
+                                                   {"label": "random_init", "ckpt": f"random:{ARCH}"}],
+             "tasks": tasks}
+    path = tmp / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def _check_records(out: Path) -> list[dict]:
+    found = list(records.find_records(out))
+    for _path, rec in found:
+        records.validate(rec)
+        assert rec["protocol"]["reference"] is False  # every demo number is a reduced-setting number
+    return [rec for _, rec in found]
+
+
+@pytest.mark.usefixtures("data_root")
+def test_demo_pipeline_with_the_mini_datasets(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # a registry entry whose folder is missing is skipped with its reason, not run
+    suite = _suite(tmp_path, with_data=True)
+    out = tmp_path / "demo"
+    rc = main(["demo", "--suite", str(suite), "--out", str(out), "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "skipping ade20k:" in text and "ade20k/ADEChallengeData2016" in text
+    recs = _check_records(out)
+    tasks = {(r["task"], r["dataset"]) for r in recs}
+    for expected in [("pretrain", "cifar10-mini"), ("knn", "cifar10-mini"), ("linear", "cifar10-mini"),
+                     ("fewshot", "cifar10-mini"), ("retrieval", "roxford5k-mini"), ("davis", "davis-mini"),
+                     ("coco", "davis-mini-coco"), ("ade20k", "ade20k-mini")]:
+        assert expected in tasks, expected
+    per_ckpt = {d.name: len(list(d.glob("*.json"))) for d in out.iterdir() if d.is_dir() and d.name != "data"}
+    assert per_ckpt == {"attmask_high": 7, "random_init": 7, "visualize": 0}
+    for artefact in ("report.md", "report.csv", "report.png", "knn_curves.png"):
+        assert (out / artefact).stat().st_size > 0, artefact
+    assert len(list((out / "visualize").glob("*.png"))) == 6
+    assert (out / "attmask_high" / "pretrain" / "checkpoint.pth").is_file()
+    md = (out / "report.md").read_text()
+    assert "| attmask_high | random_init |" in md
+    assert "where everything is:" in text and str(out / "report.md") in text
+    # resume: a second run does no work
+    assert main(["demo", "--suite", str(suite), "--out", str(out), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.count("skipped ") >= 14
+
+
+def test_demo_without_data_runs_the_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ATTMASK_DATA", raising=False)
+    out = tmp_path / "demo"
+    rc = main(["demo", "--suite", str(_suite(tmp_path, with_data=False)), "--out", str(out), "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "$ATTMASK_DATA is not set" in text and "retrieval, DAVIS, COCO and ADE20K need the mini datasets" in text
+    recs = _check_records(out)
+    assert {(r["task"], r["dataset"]) for r in recs} == {("pretrain", "sklearn-digits"), ("knn", "sklearn-digits"),
+                                                        ("linear", "sklearn-digits"), ("fewshot", "sklearn-digits")}
+    assert json.loads(next((out / "random_init").glob("knn-*.json")).read_text())["metrics"]["top1@k20"] > 20
+    assert (out / "report.md").exists() and (out / "knn_curves.png").exists()
