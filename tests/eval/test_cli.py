@@ -33,7 +33,8 @@ def test_every_option_has_help_with_its_default() -> None:
             if not action.help:
                 problems.append(f"{name} {action.option_strings[0]}: no help")
                 continue
-            has_default = action.default not in (None, False, argparse.SUPPRESS) and not action.required
+            is_switch = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)  # --no-x: on by default
+            has_default = action.default not in (None, False, argparse.SUPPRESS) and not action.required and not is_switch
             if has_default and "default" not in action.help:
                 problems.append(f"{name} {action.option_strings[0]}: default {action.default!r} not documented")
     assert not problems, "\n".join(problems)

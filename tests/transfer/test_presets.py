@@ -21,8 +21,8 @@ from .dense_fixtures import tiny_checkpoint
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 COCO = ["cascade_mask_rcnn_vit_coco_1x", "cascade_mask_rcnn_vit_coco_3x", "mask_rcnn_vit_coco_1x",
-        "tiny_cascade_mask_rcnn_cpu", "tiny_mask_rcnn_cpu"]
-ADE = ["upernet_vit_ade20k_160k", "linear_vit_ade20k_160k", "tiny_upernet_cpu", "tiny_linear_cpu"]
+        "tiny_cascade_mask_rcnn_cpu", "tiny_mask_rcnn_cpu", "demo_mask_rcnn_cpu"]
+ADE = ["upernet_vit_ade20k_160k", "linear_vit_ade20k_160k", "tiny_upernet_cpu", "tiny_linear_cpu", "demo_upernet_cpu"]
 
 
 @pytest.fixture(scope="module")

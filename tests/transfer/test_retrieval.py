@@ -113,11 +113,13 @@ def test_reference_flag(data_root: Path, tmp_path: Path, monkeypatch: pytest.Mon
     assert {"query_crop", "imsize", "multiscale", "pooling"} <= set(plan.protocol)
 
 
-def test_retrieval_end_to_end_then_score_the_saved_ranking(data_root: Path, tmp_path: Path,
+def test_retrieval_end_to_end_then_score_the_saved_ranking(data_root: Path, tmp_path: Path, trained_backbone: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the shared trained backbone (mAP medium 16.5 vs 14.9 at random init on this biased mini set:
+    no margin worth a threshold; the test checks the pipeline and the scoring round trip)."""
     monkeypatch.setenv("ATTMASK_DATA", str(data_root))
     run = tmp_path / "run"
-    code = main(["retrieval", "--ckpt", "random:vit_tiny", "--dataset", "roxford5k-mini", "--imsize", "128",
+    code = main(["retrieval", "--ckpt", str(trained_backbone), "--dataset", "roxford5k-mini", "--imsize", "128",
                  "--num-workers", "0", "--save-ranks", "--out", str(run)])
     assert code == 0
     rec = _record(run)
@@ -126,7 +128,7 @@ def test_retrieval_end_to_end_then_score_the_saved_ranking(data_root: Path, tmp_
     assert all(0.0 <= v <= 100.0 for v in rec["metrics"].values())
     p = rec["protocol"]
     assert (p["query_crop"], p["imsize"], p["multiscale"], p["pooling"], p["reference"]) == (True, 128, True, "cls", False)
-    assert rec["checkpoint"]["path"].startswith("random:") and rec["cost"]["images"] == 141
+    assert rec["checkpoint"]["path"] == str(trained_backbone.resolve()) and rec["cost"]["images"] == 141
     ranks_file = run / rec["artifacts"]["ranks"]
     ranks = np.load(ranks_file)
     assert ranks.shape == (133, 8)
