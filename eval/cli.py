@@ -76,22 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def dispatch(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse, run ``args.func`` and map the outcome to the exit status (shared by both console scripts).
+
+    0 success, 1 ``TaskFailed``, 2 ``BadInput`` (one stderr line naming the file and the problem).
+    """
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        return int(args.func(args))
+        return int(args.func(args) or 0)
     except BadInput as exc:
         line = " ".join(str(exc).split())
-        sys.stderr.write(f"attmask-eval {args.command}: error: {line}\n")
+        sys.stderr.write(f"{prog} {args.command}: error: {line}\n")
         return 2
     except TaskFailed as exc:
-        sys.stderr.write(f"attmask-eval {args.command}: failed: {exc}\n")
+        sys.stderr.write(f"{prog} {args.command}: failed: {exc}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch("attmask-eval", build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from attmask.eval.cli import OneLineParser, setup_logging
+from attmask.eval.cli import OneLineParser, dispatch
 from attmask.eval.errors import BadInput, TaskFailed
 from attmask.eval.resources import available
 
@@ -136,21 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        return int(args.func(args) or 0)
-    except BadInput as exc:
-        line = " ".join(str(exc).split())
-        sys.stderr.write(f"attmask-pretrain {args.command}: error: {line}\n")
-        return 2
-    except TaskFailed as exc:
-        sys.stderr.write(f"attmask-pretrain {args.command}: failed: {exc}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
+    return dispatch("attmask-pretrain", build_parser(), argv)
 
 
 if __name__ == "__main__":
