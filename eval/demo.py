@@ -11,7 +11,8 @@ On 2 CPU cores in about 20 minutes (after installation), with the real mini data
    fine-tunes — all at reduced resolutions and lengths, so every record is ``reference: false``;
 3. writes the report (``report.md``, ``report.csv``, ``report.png``), the k-NN-vs-epoch curves of
    the pre-training runs, the attention / mask figure, and regresses each checkpoint's records
-   against the mini-benchmark references in ``configs/reported/demo_*.yaml``;
+   against the mini-benchmark references ``configs/reported/<suite>_<label>.yaml``
+   (``demo_attmask_high``, ``demo_rand``, ``demo_random_init``);
 4. prints where everything is.
 
 Without ``$ATTMASK_DATA`` it runs ``configs/suites/demo-digits.yaml`` (classification on
@@ -127,7 +128,7 @@ def suite_images_for_figure() -> Path | None:
 def _regress(suite_name: str, suite: Suite, out: Path) -> tuple[bool, list[str]]:
     lines, ok = [], True
     for c in suite.checkpoints:
-        ref = f"demo_{suite_name.replace('-', '_')}_{c.label}"
+        ref = f"{suite_name.replace('-', '_')}_{c.label}"  # e.g. configs/reported/demo_attmask_high.yaml
         if ref not in available("reported") or not (out / c.label).is_dir():
             continue
         setting, refs = load_reference(ref)

@@ -1,6 +1,6 @@
 # The demo's ADE20K fine-tune (attmask-eval demo): the tiny UperNet preset at the scale of the demo's
 # 32-px, patch-4 ViTs — 64 px crops (16 x 16 patches), sliding-window test 64 / stride 43 on images
-# resized to 64 px on the short side, 20 iterations of 2 images. reference: false.
+# resized to 64 px on the short side, 40 iterations of 2 images. reference: false.
 _base_ = ['./tiny_upernet_cpu.py']
 
 attmask = dict(schedule='demo', reference=False, total_batch_size=2, source='attmask demo preset (2 CPU cores)')
@@ -27,7 +27,7 @@ test_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 
-max_iters = 20
+max_iters = 40
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters + 1)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=4),
