@@ -59,11 +59,15 @@ def registry() -> dict[str, DatasetSpec]:
     return out
 
 
-def get_spec(name: str) -> DatasetSpec:
+def get_spec(name: str, kind: str | None = None) -> DatasetSpec:
+    """The registry entry of ``name``; with ``kind``, also checked to be a dataset of that kind."""
     specs = registry()
     if name not in specs:
         raise BadInput(None, f"unknown dataset {name!r} (known: {', '.join(sorted(specs))})")
-    return specs[name]
+    spec = specs[name]
+    if kind is not None and spec.kind != kind:
+        raise BadInput(None, f"dataset {name!r} is a {spec.kind} dataset, not a {kind} one")
+    return spec
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -131,6 +135,21 @@ def dataset_dir(name: str, root: str | os.PathLike[str] | None = None) -> Path:
         raise BadInput(path, f"dataset {name!r} not found (expected the {spec.kind} layout here; "
                              f"see `attmask-eval data prepare {name}`)")
     return path
+
+
+def dataset_or_folder(dataset: str | None, data: str | os.PathLike[str] | None, kind: str,
+                      usage: str) -> tuple[Path, DatasetSpec | None]:
+    """The root of ``--dataset NAME`` (a registry dataset of ``kind``; its spec returned too) or of
+    ``--data DIR`` (spec None). ``usage`` is the one-line hint when neither is given."""
+    if dataset is not None:
+        spec = get_spec(dataset, kind)
+        return dataset_dir(dataset), spec
+    if data is not None:
+        root = Path(data)
+        if not root.is_dir():
+            raise BadInput(root, "no such dataset folder")
+        return root, None
+    raise BadInput(None, usage)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from attmask.eval.datasets import dataset_dir, get_spec
+from attmask.eval.datasets import dataset_or_folder
 from attmask.eval.errors import BadInput
 
 DEFAULT_TRAIN = "training"
@@ -57,19 +57,10 @@ def check_split(root: Path, name: str) -> AdeSplit:
 def resolve_layout(dataset: str | None, data: str | None, train_split: str | None = None,
                    test_split: str | None = None, need_train: bool = True) -> AdeLayout:
     """The ADEChallengeData2016 folder of ``--dataset NAME`` or ``--data DIR`` with its splits checked."""
-    if dataset is not None:
-        spec = get_spec(dataset)
-        if spec.kind != "ade20k":
-            raise BadInput(None, f"dataset {dataset!r} is a {spec.kind} dataset, not an ADE20K one")
-        root = dataset_dir(dataset)
-        train_default, test_default = spec.train, spec.test or DEFAULT_TEST
-    elif data is not None:
-        root = Path(data)
-        if not root.is_dir():
-            raise BadInput(root, "no such dataset folder")
-        train_default, test_default = DEFAULT_TRAIN, DEFAULT_TEST
-    else:
-        raise BadInput(None, "give --dataset ade20k|ade20k-mini or --data DIR (ADEChallengeData2016 layout)")
+    root, spec = dataset_or_folder(dataset, data, "ade20k",
+                                   "give --dataset ade20k|ade20k-mini or --data DIR (ADEChallengeData2016 layout)")
+    train_default = spec.train if spec else DEFAULT_TRAIN
+    test_default = (spec.test if spec else None) or DEFAULT_TEST
     test = check_split(root, test_split or test_default)
     train = None
     if need_train:

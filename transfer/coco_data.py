@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from attmask.eval.datasets import dataset_dir, get_spec, registry_name_for
+from attmask.eval.datasets import dataset_or_folder, registry_name_for
 from attmask.eval.errors import BadInput
 
 DEFAULT_TRAIN = "train2017"
@@ -71,19 +71,9 @@ def read_categories(ann_file: Path) -> tuple[tuple[str, ...], int]:
 def resolve_layout(dataset: str | None, data: str | None, train_split: str | None = None,
                    test_split: str | None = None, need_train: bool = True) -> CocoLayout:
     """The COCO folder of ``--dataset NAME`` (registry) or ``--data DIR``, with its splits checked."""
-    if dataset is not None:
-        spec = get_spec(dataset)
-        if spec.kind != "coco":
-            raise BadInput(None, f"dataset {dataset!r} is a {spec.kind} dataset, not a COCO one")
-        root = dataset_dir(dataset)
-        train_default, test_default = spec.train or DEFAULT_TRAIN, spec.test or DEFAULT_TEST
-    elif data is not None:
-        root = Path(data)
-        if not root.is_dir():
-            raise BadInput(root, "no such dataset folder")
-        train_default, test_default = DEFAULT_TRAIN, DEFAULT_TEST
-    else:
-        raise BadInput(None, "give --dataset coco2017 or --data DIR (COCO 2017 layout)")
+    root, spec = dataset_or_folder(dataset, data, "coco", "give --dataset coco2017 or --data DIR (COCO 2017 layout)")
+    train_default = (spec.train if spec else None) or DEFAULT_TRAIN
+    test_default = (spec.test if spec else None) or DEFAULT_TEST
     train = split_paths(root, train_split or train_default)
     test = split_paths(root, test_split or test_default)
     test.check()

@@ -63,9 +63,7 @@ REFERENCE_MULTIPLE = 64
 
 def _layout(args: argparse.Namespace) -> DavisLayout:
     if getattr(args, "dataset", None) is not None:
-        spec = get_spec(args.dataset)
-        if spec.kind != "davis":
-            raise BadInput(None, f"dataset {args.dataset!r} is a {spec.kind} dataset, not a DAVIS one")
+        spec = get_spec(args.dataset, "davis")
         return DavisLayout(dataset_dir(args.dataset), split=args.split or spec.test or "val")
     if args.data is None:
         raise BadInput(None, "give --dataset davis2017|davis-mini or --data DAVIS_DIR")

@@ -164,8 +164,6 @@ def open_folder(folder: str | os.PathLike[str]) -> RevisitopDataset:
 
 def open_registered(name: str, root: str | os.PathLike[str] | None = None) -> RevisitopDataset:
     """A registry dataset of kind ``revisitop`` (``roxford5k``, ``rparis6k-mini``...)."""
-    spec = get_spec(name)
-    if spec.kind != "revisitop":
-        raise BadInput(None, f"dataset {name!r} is a {spec.kind} dataset, not a revisitop one")
+    spec = get_spec(name, "revisitop")
     base = dataset_dir(name, root)
     return open_folder(base / (spec.subdir or name))

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attmask.eval.datasets import classification_split, dataset_dir, index_image_folder, registry
+import pytest
+
+from attmask.eval.datasets import (
+    classification_split,
+    dataset_dir,
+    dataset_or_folder,
+    index_image_folder,
+    registry,
+)
+from attmask.eval.errors import BadInput
 
 
 def test_registry_has_the_design_table() -> None:
@@ -27,6 +36,19 @@ def test_registered_mini_datasets_resolve(data_root: Path) -> None:
     assert len(index_image_folder(folder)) == 153
     folder, split = classification_split(None, data_root / "cifar10-mini", None, "test")
     assert split == "test"  # --data without val/ falls back to test/
+
+
+def test_dataset_or_folder_checks_kind_and_folder(data_root: Path, tmp_path: Path) -> None:
+    root, spec = dataset_or_folder("davis-mini", None, "davis", "usage")
+    assert root == data_root / "davis-mini" / "DAVIS" and spec is not None and spec.kind == "davis"
+    assert dataset_or_folder(None, tmp_path, "coco", "usage") == (tmp_path, None)
+    with pytest.raises(BadInput, match="dataset 'davis-mini' is a davis dataset, not a coco one"):
+        dataset_or_folder("davis-mini", None, "coco", "usage")
+    with pytest.raises(BadInput, match="no such dataset folder") as err:
+        dataset_or_folder(None, tmp_path / "nope", "coco", "usage")
+    assert err.value.path == str(tmp_path / "nope")
+    with pytest.raises(BadInput, match="give --dataset"):
+        dataset_or_folder(None, None, "coco", "give --dataset coco2017 or --data DIR")
 
 
 def test_sklearn_digits_needs_no_data_folder(monkeypatch) -> None:

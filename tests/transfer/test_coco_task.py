@@ -119,7 +119,7 @@ def test_wrong_dataset_kind_and_missing_split(ckpt: Path, coco_root: Path, tmp_p
     rc = main(["coco", "--ckpt", str(ckpt), "--dataset", "ade20k-mini", "--config", "tiny_mask_rcnn_cpu",
                "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "not a COCO one" in err[0]
+    assert rc == 2 and len(err) == 1 and "dataset 'ade20k-mini' is a ade20k dataset, not a coco one" in err[0]
     rc = main(["coco", "--ckpt", str(ckpt), "--data", str(coco_root), "--train-split", "train2014",
                "--config", "tiny_mask_rcnn_cpu", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
