@@ -66,7 +66,18 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[str, float]:
     pending = [s for s in args.strategies if run_state(out / s) != "done" or args.max_steps is not None]
     running: dict[str, tuple[subprocess.Popen, float, object]] = {}
     walls: dict[str, float] = {}
+    start, stopped = time.perf_counter(), set()
     while pending or running:
+        if args.time_limit is not None and time.perf_counter() - start > args.time_limit:
+            if pending:
+                print(f"time limit: not started: {', '.join(pending)}", flush=True)
+                pending = []
+            for s, (proc, _, _) in running.items():
+                if proc.poll() is None and s not in stopped:
+                    stopped.add(s)
+                    print(f"[{time.strftime('%H:%M:%S')}] {s}: time limit ({args.time_limit:.0f} s), stopping "
+                          "(its k-NN curve so far is kept; --resume continues it)", flush=True)
+                    proc.terminate()
         while pending and len(running) < args.jobs:
             s = pending.pop(0)
             run = out / s
@@ -84,7 +95,7 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[str, float]:
                 log.close()
                 walls[s] = time.perf_counter() - t0
                 del running[s]
-                status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {out / s / 'train.out'})"
+                status = "ok" if proc.returncode == 0 else "stopped (time limit)" if s in stopped else f"FAILED (exit {proc.returncode}, see {out / s / 'train.out'})"
                 print(f"[{time.strftime('%H:%M:%S')}] {s}: {status} in {walls[s]:.0f} s", flush=True)
     return walls
 
@@ -121,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=None, help="stop each run early (plumbing checks)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (several small runs share one GPU well)")
     p.add_argument("--device", default=None)
+    p.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="stop every run after S seconds in all and report the curves so far (default: none)")
     p.add_argument("--metric", default="top1@k20")
     p.add_argument("--report-only", action="store_true", help="only gather the existing runs' logs")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="passed to every run")
@@ -143,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         {s: {"epochs": list(c.epochs), args.metric: list(c.values), "wall_s": walls.get(s)} for s, c in curves.items()},
         indent=2) + "\n")
     init = next(iter(curves.values())).values[0]
-    print(f"plot: {plot_curves(list(curves.values()), args.metric, out / 'knn_curves.png', baseline=init)}")
+    try:
+        print(f"plot: {plot_curves(list(curves.values()), args.metric, out / 'knn_curves.png', baseline=init)}")
+    except ImportError as exc:  # e.g. a GPU machine without matplotlib: the table and JSON are the results
+        print(f"plot skipped ({exc}); `--report-only` on a machine with matplotlib draws it from the logs")
     return 0
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import __version__
+from . import __version__, distributed
 from .errors import BadInput, TaskFailed
 from .options import add_task_arguments
 from .tasks import Task, discover_tasks
@@ -95,6 +95,8 @@ def dispatch(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | N
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    finally:
+        distributed.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,6 +48,13 @@ def init_from_env(device: str | None = None) -> torch.device:
     return torch.device(f"cuda:{local_rank}") if want_cuda else torch.device("cpu")
 
 
+def shutdown() -> None:
+    """Destroy the process group, if one was initialised. Leaving a gloo group to interpreter
+    teardown sometimes aborted a rank at exit ("terminate called without an active exception")."""
+    if is_dist():
+        td.destroy_process_group()
+
+
 def silence_non_main_logging() -> None:
     """Rank-0 filtered logging: other ranks only report warnings and errors."""
     if not is_main():

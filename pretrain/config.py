@@ -35,7 +35,8 @@ PRED_SHAPE_ALIASES = {"random": "rand"}
 # Keys that may differ between a checkpoint and the run that resumes it: they change neither the
 # training data nor the arithmetic (data_path may move; the data behind it must be the same).
 RESUME_FREE_KEYS = frozenset({"num_workers", "eval_every", "log_every", "saveckp_freq", "nb_knn", "knn_temperature",
-                              "knn_resize", "knn_crop", "knn_batch_size", "data_path", "val_split", "compile"})
+                              "knn_resize", "knn_crop", "knn_batch_size", "data_path", "val_split", "compile",
+                              "tensorboard"})
 
 
 @dataclass
@@ -117,6 +118,7 @@ class PretrainConfig:
     # -- checkpoints, logging, online evaluation ----------------------------------------------------
     saveckp_freq: int = 40
     log_every: int = 10  # iterations between JSON-lines / TensorBoard entries
+    tensorboard: bool = True  # also write TensorBoard scalars (false where tensorboard is not installed)
     eval_every: int = 20  # teacher k-NN at init and after every eval_every-th and the last epoch (0: never)
     nb_knn: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
     knn_temperature: float = 0.07

@@ -281,7 +281,7 @@ class Trainer:
                                 total_batch=cfg.batch_size_per_gpu * world)
         step = self._restore(st, latest, iters, world) if self.resume else 0
         loader = build_loader(dataset, sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-        runlog = RunLog(self.out, enabled=dist.is_main())
+        runlog = RunLog(self.out, enabled=dist.is_main(), tensorboard=cfg.tensorboard)
         args = checkpoint_args(cfg, spec)
         total = sched.total_steps if self.max_steps is None else min(self.max_steps, sched.total_steps)
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The GPU evidence for attmask-pretrain in ONE call on a lent GPU machine (a session gets about 15 minutes
+# of device time in all, machine start included, and at most 10 minutes per command).
+#
+#   here:    bash benchmarks/device_run.sh --prepare     # copies $ATTMASK_DATA/cifar10-mini to carry/data (git-ignored, 11 MB)
+#   device:  command "bash benchmarks/device_run.sh", carry ["carry"], timeout_s 570
+#            knobs (environment): STRATEGIES (default "rand attmask_high"), EPOCHS (100), TIME_LIMIT_S (390),
+#            WORKERS (data-loader workers per run, default 16 / number of runs); DEVICE=cpu STEP=0 EXTRA="subset=20 ..."
+#            make a quick dry run on this machine with .venv/bin first on PATH
+#   back:    cp -r <files_at>/pretrain_cifar runs/ && .venv/bin/python benchmarks/pretrain_cifar.py --report-only \
+#                --out runs/pretrain_cifar --strategies <the runs>           (table + the PNG, from the logs)
+#
+# What it does there (Python 3.12, torch, timm, numpy, scikit-learn; no faiss, tensorboard, matplotlib or mm*):
+#  1. installs the project offline (pip --no-deps --no-build-isolation -e .);
+#  2. benchmarks/pretrain_step.py --setting gpu: ViT-S/16, batch 64, 2 x 224 + 10 x 96 px, fp16 — step time with random
+#     vs AttMask-High masking (the AttMask overhead) and the CLS-row vs materialised attention cost;
+#  3. benchmarks/pretrain_cifar.py for $STRATEGIES at once on the one GPU (the cifar10-mini benchmark setting:
+#     192-d, 4 blocks, patch 4, 2 x 32 + 6 x 16 px, batch 256, $EPOCHS epochs, teacher k-NN every 10 epochs),
+#     stopped after $TIME_LIMIT_S seconds: a stopped run's curve so far (the first epochs of the full schedule)
+#     is still a result;
+#  4. leaves the small results in $OUT: device.txt, pretrain_step_gpu.{txt,json}, pretrain_cifar/*.{md,json}
+#     and each run's log.jsonl / train.out (checkpoints stay on the machine).
+set -uo pipefail
+
+if [[ "${1:-}" == "--prepare" ]]; then
+    : "${ATTMASK_DATA:?set ATTMASK_DATA to the shared data folder}"
+    src="$ATTMASK_DATA/cifar10-mini"
+    [[ -d "$src/train" && -d "$src/test" ]] || { echo "device_run.sh: $src: no train/ and test/ folders" >&2; exit 2; }
+    mkdir -p carry/data
+    rm -rf carry/data/cifar10-mini carry/runs carry/cache
+    cp -r "$src" carry/data/
+    echo "carry/data/cifar10-mini: $(find carry/data/cifar10-mini -type f | wc -l) files, $(du -sh carry/data | cut -f1)"
+    exit 0
+fi
+
+: "${OUT:?OUT (the folder whose files come back) is not set: run this on the device machine}"
+STRATEGIES=${STRATEGIES:-"rand attmask_high"}
+EPOCHS=${EPOCHS:-100}
+TIME_LIMIT_S=${TIME_LIMIT_S:-390}
+DEVICE=${DEVICE:-cuda}
+STEP=${STEP:-1}
+read -r -a extra <<< "${EXTRA:-}"
+read -r -a strategies <<< "$STRATEGIES"
+WORKERS=${WORKERS:-$(( 16 / ${#strategies[@]} > 1 ? 16 / ${#strategies[@]} : 1 ))}
+export ATTMASK_DATA="$PWD/carry/data"
+export ATTMASK_CACHE="$PWD/carry/cache"
+[[ -d "$ATTMASK_DATA/cifar10-mini/train" ]] || { echo "device_run.sh: $ATTMASK_DATA/cifar10-mini missing: run --prepare here and carry [\"carry\"]" >&2; exit 2; }
+
+t0=$(date +%s)
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; python3 --version
+  python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"; nproc; } > "$OUT/device.txt" 2>&1
+python3 -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.txt" 2>&1 || { cat "$OUT/install.txt"; exit 1; }
+echo "installed in $(( $(date +%s) - t0 )) s"
+
+if [[ "$STEP" == 1 ]]; then
+    timeout 120 python3 benchmarks/pretrain_step.py --setting gpu --device "$DEVICE" --json "$OUT/pretrain_step_gpu.json" \
+        > "$OUT/pretrain_step_gpu.txt" 2>&1
+    echo "pretrain_step (exit $?):"; cat "$OUT/pretrain_step_gpu.txt"
+fi
+
+runs="$PWD/carry/runs/pretrain_cifar"
+python3 benchmarks/pretrain_cifar.py --out "$runs" --strategies "${strategies[@]}" --jobs "${#strategies[@]}" \
+    --device "$DEVICE" --epochs "$EPOCHS" --time-limit "$TIME_LIMIT_S" tensorboard=false "num_workers=$WORKERS" "${extra[@]}" \
+    2>&1 | tee "$OUT/pretrain_cifar.txt"
+mkdir -p "$OUT/pretrain_cifar"
+cp "$runs"/*.md "$runs"/*.json "$OUT/pretrain_cifar/" 2>/dev/null
+for s in "${strategies[@]}"; do
+    mkdir -p "$OUT/pretrain_cifar/$s"
+    cp "$runs/$s/log.jsonl" "$runs/$s/train.out" "$OUT/pretrain_cifar/$s/" 2>/dev/null
+done
+echo "done in $(( $(date +%s) - t0 )) s"
