@@ -15,6 +15,8 @@ import yaml
 
 from attmask.eval import records
 from attmask.eval.cli import main
+from attmask.eval.regress import load_reference
+from attmask.eval.suite import load_suite
 
 ARCH = "vit_d128_l4_h2_patch4_32"
 PRETRAIN_OVERRIDES = ["subset=20", "eval_every=1", "nb_knn=[10,20]", "batch_size_per_gpu=32", "local_crops_number=2",
@@ -107,3 +109,49 @@ def test_demo_without_data_runs_the_digits(tmp_path: Path, capsys: pytest.Captur
                                                         ("linear", "sklearn-digits"), ("fewshot", "sklearn-digits")}
     assert json.loads(next((out / "random_init").glob("knn-*.json")).read_text())["metrics"]["top1@k20"] > 20
     assert (out / "report.md").exists() and (out / "knn_curves.png").exists()
+
+
+def _protocol(constraints: dict) -> dict:
+    """A record protocol that holds the dotted constraints of a reference entry."""
+    protocol: dict = {}
+    for key, value in constraints.items():
+        node = protocol
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return protocol
+
+
+def test_shipped_demo_references_cover_the_demo_suite() -> None:
+    suite = load_suite("demo")
+    tasks = {t.task for t in suite.tasks}
+    for c in suite.checkpoints:
+        setting, refs = load_reference(f"demo_{c.label}")
+        assert setting == f"demo_{c.label}"
+        assert {r.task for r in refs} == tasks, c.label
+        assert all(r.protocol.get("reference") is False for r in refs)  # mini-benchmark numbers, never the paper's
+
+
+def test_demo_regresses_each_checkpoint_against_its_reference(tmp_path: Path) -> None:
+    from attmask.eval.demo import _regress
+    from attmask.eval.records import protocol_hash, write
+
+    suite = load_suite("demo")
+    for label, shift in (("attmask_high", 0.0), ("rand", None)):  # rand: one metric beyond its tolerance
+        _, refs = load_reference(f"demo_{label}")
+        for i, ref in enumerate(refs):
+            value = ref.value + (ref.tolerance + 1.0 if shift is None and i == 0 else 0.0)
+            protocol = _protocol(ref.protocol)
+            write(tmp_path / label, {
+                "schema": "attmask.record/1", "task": ref.task, "dataset": ref.dataset, "split": "test",
+                "metrics": {ref.metric: value}, "protocol": protocol, "protocol_hash": protocol_hash(protocol),
+                "checkpoint": {"path": f"/ck/{label}.pth", "sha256": "0" * 64, "key": "teacher", "arch": ARCH},
+                "env": {"python": "3.11", "torch": "2", "timm": "1", "faiss": None, "mm": {}, "git": None,
+                        "device": "cpu"},
+                "cost": {"wall_s": 1.0, "images": 1, "peak_mem_mb": 1.0},
+                "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:00:01+00:00"})
+    ok, lines = _regress("demo", suite, tmp_path)  # random_init has no folder: not regressed
+    assert not ok and len(lines) == 2
+    assert lines[0].startswith("regress against demo_attmask_high:") and "8 pass, 0 fail" in lines[0]
+    assert lines[1].startswith("regress against demo_rand:") and "7 pass, 1 fail" in lines[1]
