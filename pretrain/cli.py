@@ -9,8 +9,12 @@ naming the file and the problem).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import logging
+import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from attmask.eval.cli import OneLineParser, dispatch
 from attmask.eval.errors import BadInput, TaskFailed
 from attmask.eval.resources import available
 
-from .config import PRESET_KIND, load_config, parse_overrides
+from .config import PRESET_KIND, PretrainConfig, load_config, parse_overrides
 
 log = logging.getLogger("attmask")
 
@@ -82,6 +86,46 @@ def _curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flow(value: object) -> str:
+    """A default as it is typed in YAML syntax on the command line (``null``, ``true``, ``[0.25,1.0]``)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, list):
+        return "[" + ",".join(_flow(v) for v in value) + "]"
+    return str(value)
+
+
+def options_help(width: int = 100) -> str:
+    """Every ``KEY=VALUE`` option of ``train`` with its default (the reference value where one exists),
+    grouped by the sections of ``PretrainConfig`` and followed by its comment."""
+    defaults = {}
+    for f in dataclasses.fields(PretrainConfig):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        defaults[f.name] = default
+    lines = ["KEY=VALUE options (default: the reference iBOT / AttMask value; a preset sets its own):"]
+    try:
+        source = inspect.getsource(PretrainConfig).splitlines()
+    except (OSError, TypeError):  # no source shipped: names and defaults only
+        source = []
+    seen = set()
+    for raw in source:
+        section = re.match(r"\s*# -- (.+?) -+\s*$", raw)
+        if section and section.group(1) != "derived":
+            lines.append(f"  {section.group(1)}:")
+            continue
+        field = re.match(r"\s{4}(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", raw)
+        if field and field.group(1) in defaults:
+            name, note = field.group(1), field.group(2)
+            seen.add(name)
+            entry = f"    {name}={_flow(defaults[name])}"
+            lines.append(textwrap.fill(f"{entry}  ({note})" if note else entry, width=width,
+                                       subsequent_indent=" " * 8))
+    rest = [f"{n}={_flow(v)}" for n, v in defaults.items() if n not in seen]
+    if rest:
+        lines.append(textwrap.fill("  ".join(rest), width=width, initial_indent="    ", subsequent_indent="    "))
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="attmask-pretrain", description="Pre-train ViTs with AttMask (High / Low / Hint) "
                            "or baseline masking inside iBOT or DINO, on one CPU, one GPU, or many under torchrun.")
@@ -90,9 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = ", ".join(available(PRESET_KIND)) or "none"
     p = sub.add_parser("train", help="pre-train a ViT (writes RUN_DIR/checkpoint.pth)",
-                       description="Pre-train; every run ends by writing RUN_DIR/checkpoint.pth, plus "
-                                   "RUN_DIR/checkpoint{epoch:04d}.pth every saveckp_freq epochs. "
-                                   f"Shipped presets: {presets}.")
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description=textwrap.fill("Pre-train; every run ends by writing RUN_DIR/checkpoint.pth, plus "
+                                                 "RUN_DIR/checkpoint{epoch:04d}.pth every saveckp_freq epochs. "
+                                                 f"Shipped presets: {presets}.", width=100),
+                       epilog=options_help())
     p.add_argument("--config", required=True, metavar="PRESET|PATH", help="a shipped preset name or a YAML file")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, log.jsonl, tb/)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (schedules span them)")

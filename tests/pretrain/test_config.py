@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,20 @@ def test_user_file_with_base(tmp_path: Path) -> None:
     cfg = load_config(str(f)).config
     assert cfg.epochs == 2 and cfg.pred_shape == "rand" and cfg.arch == "vit_d128_l4_h2"
     assert PretrainConfig().pred_shape == "attmask_high"  # defaults are the reference run's
+
+
+def test_train_help_lists_every_option_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    from attmask.pretrain.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    listed = dict(re.findall(r"^ {4}(\w+)=(\S+)", text, flags=re.M))
+    names = [f.name for f in dataclasses.fields(PretrainConfig)]
+    assert sorted(listed) == sorted(names)
+    defaults = PretrainConfig()
+    for name, shown in listed.items():  # what the help shows, typed as an override, gives the default
+        assert getattr(build_config(parse_overrides([f"{name}={shown}"])), name) == getattr(defaults, name), name
+    assert "  masking:\n    pred_shape=attmask_high" in text and "lr=0.0005  (at total batch 256" in text
