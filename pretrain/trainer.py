@@ -12,6 +12,7 @@ with :class:`TrainingDiverged` and leaves the last good checkpoint untouched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -26,8 +27,11 @@ from tqdm import tqdm
 
 from attmask.eval import distributed as dist
 from attmask.eval.arch import ArchSpec, spec_from_name
+from attmask.eval.classification_options import check_same_classes
+from attmask.eval.context import peak_memory_mb
 from attmask.eval.datasets import classification_split, index_image_folder
 from attmask.eval.errors import BadInput
+from attmask.eval.linear_heads import flush_denormal
 from attmask.eval.transforms import EvalTransform
 
 from . import checkpoints as ckpt_io
@@ -175,14 +179,6 @@ def checkpoint_payload(st: StepState, args: dict[str, Any], step: int, iters: in
     return payload
 
 
-def memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 class Trainer:
     """``Trainer(config, out).run()`` pre-trains and returns a :class:`TrainSummary`."""
 
@@ -213,7 +209,9 @@ class Trainer:
                 raise BadInput(None, f"nb_knn {cfg.nb_knn}: every k must be in 1..{len(train_index)} "
                                      f"(the k-NN bank is the {len(train_index)} training images)")
             val_dir, _ = classification_split(cfg.dataset, cfg.data_path, cfg.val_split, "test")
-            knn = KnnSetup(train=train_index, val=index_image_folder(val_dir),
+            val_index = index_image_folder(val_dir)
+            check_same_classes(train_index, val_index)  # labels are class positions
+            knn = KnnSetup(train=train_index, val=val_index,
                            transform=EvalTransform(resize=cfg.knn_resize, crop=cfg.knn_crop),
                            ks=tuple(cfg.nb_knn), temperature=cfg.knn_temperature, batch_size=cfg.knn_batch_size,
                            num_workers=cfg.num_workers)
@@ -250,13 +248,9 @@ class Trainer:
 
     def run(self) -> TrainSummary:
         device = dist.init_from_env(self.device_name)
-        if device.type == "cpu":
-            torch.set_flush_denormal(True)  # denormals caused 2-3x slowdowns on CPU; reset on return
-        try:
+        # denormals caused 2-3x slowdowns on CPU; the previous mode is restored on return
+        with flush_denormal() if device.type == "cpu" else contextlib.nullcontext():
             return self._run(device)
-        finally:
-            if device.type == "cpu":
-                torch.set_flush_denormal(False)
 
     def _run(self, device: torch.device) -> TrainSummary:
         cfg = self.cfg
@@ -286,8 +280,8 @@ class Trainer:
         total = sched.total_steps if self.max_steps is None else min(self.max_steps, sched.total_steps)
 
         def save(step_now: int, epoch_file: int | None = None) -> Path:
-            payload = checkpoint_payload(st, args, step_now, iters, world, sched.total_steps)
-            if dist.is_main():
+            if dist.is_main():  # only rank 0 writes: only it copies the state
+                payload = checkpoint_payload(st, args, step_now, iters, world, sched.total_steps)
                 ckpt_io.save_checkpoint(latest, payload)
                 if epoch_file is not None:
                     ckpt_io.save_checkpoint(self.out / ckpt_io.epoch_checkpoint_name(epoch_file), payload)
@@ -339,7 +333,7 @@ class Trainer:
                         runlog.write("train", step, {"epoch": epoch, **values, "lr": float(sched.lr[step - 1]),
                                                      "wd": float(sched.weight_decay[step - 1]),
                                                      "momentum": float(sched.momentum[step - 1]),
-                                                     "images_per_s": ips, "mem_mb": memory_mb(device)})
+                                                     "images_per_s": ips, "mem_mb": peak_memory_mb(device)})
                     if step >= total:
                         break
                 bar.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from mmengine.evaluator import BaseMetric
 from mmseg.registry import METRICS
@@ -30,8 +31,8 @@ class AttMaskIoUMetric(BaseMetric):
     default_prefix = None
 
     def __init__(self, ignore_index: int = IGNORE_INDEX, collect_device: str = "cpu", prefix: str | None = None,
-                 **kwargs: object) -> None:
-        super().__init__(collect_device=collect_device, prefix=prefix)
+                 **kwargs: Any) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix, **kwargs)  # unknown keys: mmengine's error
         self.ignore_index = ignore_index
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:

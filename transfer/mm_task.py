@@ -27,7 +27,7 @@ from attmask.eval import distributed as dist
 from attmask.eval.context import RunContext
 from attmask.eval.datasets import registry_name_for
 from attmask.eval.errors import BadInput, TaskFailed
-from attmask.eval.records import protocol_hash, record_filename
+from attmask.eval.records import record_stem
 from attmask.eval.tasks import Plan, Task, TaskResult
 
 from . import mm_runner
@@ -64,7 +64,9 @@ class MMTask(Task):
     expected_metrics: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self._prepared: dict[int, Prepared] = {}
+        # plan() and run() of one invocation share the prepared config; keyed by the args object itself
+        # (an id() key could be reused by a later invocation's args after the first was freed)
+        self._prepared: tuple[argparse.Namespace, Prepared] | None = None
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         mm_runner.add_mm_arguments(parser, self.kind, self.default_preset)
@@ -85,9 +87,8 @@ class MMTask(Task):
 
     # -- plan / run -------------------------------------------------------------------------------
     def _prepare(self, args: argparse.Namespace, ctx: RunContext) -> Prepared:
-        key = id(args)
-        if key in self._prepared:
-            return self._prepared[key]
+        if self._prepared is not None and self._prepared[0] is args:
+            return self._prepared[1]
         if args.finetuned is not None and not args.test_only:
             raise BadInput(args.finetuned, "--finetuned is for --test-only runs")
         if args.finetuned is not None and not Path(args.finetuned).is_file():
@@ -137,7 +138,7 @@ class MMTask(Task):
             "reference": bool(reference),
         }
         prep = Prepared(preset=preset, cfg=cfg, data=data, protocol=protocol)
-        self._prepared[key] = prep
+        self._prepared = (args, prep)
         return prep
 
     def dataset_label(self, args: argparse.Namespace, ctx: RunContext) -> str:
@@ -153,10 +154,10 @@ class MMTask(Task):
         return Plan(dataset=self.dataset_label(args, ctx), split=prep.data.test_split, protocol=prep.protocol)
 
     def run(self, args: argparse.Namespace, ctx: RunContext, plan: Plan) -> TaskResult:
-        prep = self._prepared.pop(id(args), None) or self._prepare(args, ctx)
-        self._prepared.pop(id(args), None)
+        prep = self._prepare(args, ctx)
+        self._prepared = None
         cfg = prep.cfg
-        stem = record_filename(self.record_task or self.name, plan.dataset, protocol_hash(plan.protocol))[:-len(".json")]
+        stem = record_stem(self.record_task or self.name, plan.dataset, plan.protocol)
         work_dir = ctx.out / stem
         cfg.work_dir = str(work_dir)
         cfg.resume = bool(args.resume)
