@@ -33,9 +33,7 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is not news
-    from . import distributed as dist
-
-    dist.silence_non_main_logging()
+    distributed.silence_non_main_logging()
 
 
 def _task_parser(sub: argparse._SubParsersAction, task: Task) -> None:

@@ -36,7 +36,7 @@ from .records import find_records
 from .regress import evaluate, format_outcomes, load_reference
 from .report import write_report
 from .resources import available
-from .suite import Suite, TaskOutcome, load_suite, run_suite
+from .suite import Suite, load_suite, run_suite
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def prepare_derived_data(out: Path) -> Path | None:
     return davis_to_coco(dataset_dir("davis-mini"), dest, DEMO_COCO_SPLITS)
 
 
-def select_tasks(suite: Suite, out: Path) -> tuple[Suite, list[tuple[str, str]]]:
+def select_tasks(suite: Suite) -> tuple[Suite, list[tuple[str, str]]]:
     """Drop tasks whose datasets are missing; returns the runnable suite and (task, reason) skips."""
     kept, skipped = [], []
     for t in suite.tasks:
@@ -87,7 +87,7 @@ def select_tasks(suite: Suite, out: Path) -> tuple[Suite, list[tuple[str, str]]]
     return replace(suite, tasks=kept), skipped
 
 
-def _run_visuals(suite: Suite, out: Path, outcomes: list[TaskOutcome]) -> dict[str, Path]:
+def _run_visuals(suite: Suite, out: Path) -> dict[str, Path]:
     """k-NN-vs-epoch curves of the pre-training runs and the attention / mask figure."""
     made: dict[str, Path] = {}
     pre_runs = [(c.label, out / c.label / "pretrain") for c in suite.checkpoints if c.pretrain is not None]
@@ -104,16 +104,20 @@ def _run_visuals(suite: Suite, out: Path, outcomes: list[TaskOutcome]) -> dict[s
            "--out", str(out)]
     if baseline is not None:
         cmd += ["--baseline", f"{baseline:.2f}"]
-    if subprocess.run(cmd).returncode == 0:
+    if (rc := subprocess.run(cmd).returncode) == 0:
         made["curves"] = out / "knn_curves.png"
+    else:
+        log.warning("demo: the k-NN curves failed (exit %d); see the output above", rc)
     images = suite_images_for_figure()
     if images is not None:
         label, run = pre_runs[0]
         vis = out / "visualize"
         cmd = [*_pretrain_cli(), "visualize", "--ckpt", str(run / "checkpoint.pth"), "--images", str(images),
                "--out", str(vis), "--limit", "6"]
-        if subprocess.run(cmd).returncode == 0:
+        if (rc := subprocess.run(cmd).returncode) == 0:
             made[f"attention / masks ({label})"] = vis
+        else:
+            log.warning("demo: the attention / mask figure failed (exit %d); see the output above", rc)
     return made
 
 
@@ -158,12 +162,12 @@ def run(args: argparse.Namespace) -> int:
     suite = load_suite(suite_name)
     out.mkdir(parents=True, exist_ok=True)
     prepare_derived_data(out)
-    suite, skipped = select_tasks(suite, out)
+    suite, skipped = select_tasks(suite)
     for task, why in skipped:
         print(f"skipping {task}: {why}")
     common = {"device": args.device} if args.device else {}
     outcomes = run_suite(suite, out, common)
-    visuals = _run_visuals(suite, out, outcomes)
+    visuals = _run_visuals(suite, out)
     report = write_report([out]) if any(o.status != "failed" for o in outcomes) else {}
     regress_ok, regress_lines = _regress(Path(suite_name).stem, suite, out)
 

@@ -34,8 +34,8 @@ from .classification_options import add_classification_arguments, check_same_cla
 from .context import RunContext
 from .datasets import index_image_folder
 from .errors import BadInput
-from .knn import BACKENDS, DEFAULT_TEMPERATURE, knn_accuracy
-from .logreg import DEFAULT_LAMBDAS, MAX_ITER, l2_normalise_rows, select_and_fit
+from .knn import BACKENDS, DEFAULT_TEMPERATURE, knn_accuracy, search_device
+from .logreg import DEFAULT_LAMBDAS, MAX_ITER, logreg_top1, select_and_fit
 from .tasks import Plan, Task, TaskResult
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ def few_shot_logreg(pool_x: np.ndarray, pool_y: np.ndarray, held_x: np.ndarray, 
     for offset in offsets:
         pos = per_class_positions(pool_y, offset, shots)
         fit = select_and_fit(pool_x[pos], pool_y[pos], held_x, held_y, lambdas, max_iter)
-        pred = fit.model.predict(l2_normalise_rows(test_x))
-        accs.append(100.0 * float(np.mean(pred == test_y)))
+        accs.append(logreg_top1(fit.model, test_x, test_y))
         chosen.append(fit.lam)
     return accs, chosen
 
@@ -175,14 +174,13 @@ class FewShotTask(Task):
         check_same_classes(pool_index, test_index)
         num_classes = len(pool_index.classes)
         labels = np.asarray(pool_index.labels)
-        try:  # every class must fill the windows (and the held-out images)
-            per_class_positions(labels, 0, p["window"] + held)
-        except ValueError:
-            counts = np.bincount(labels, minlength=num_classes)
+        need = p["window"] + held  # every class must fill the windows (and the held-out images)
+        counts = np.bincount(labels, minlength=num_classes)
+        if counts[np.unique(labels)].min() < need:
             worst = int(np.argmin(counts))
             raise BadInput(base.train_folder / pool_index.classes[worst],
-                           f"{counts[worst]} images, but {p['window'] + held} per class are needed "
-                           f"(shots {p['shots']}{f', {held} held out' if held else ''})") from None
+                           f"{counts[worst]} images, but {need} per class are needed "
+                           f"(shots {p['shots']}{f', {held} held out' if held else ''})")
         if p["method"] == "knn":
             for shots in p["shots"]:
                 if knn_k(shots) > shots * num_classes:
@@ -193,6 +191,11 @@ class FewShotTask(Task):
         test = ctx.features(test_index, base.transform, "cls")
         window_pos = per_class_positions(labels, 0, p["window"])
         pool_x, pool_y = pool.features[window_pos], pool.labels[window_pos]
+        if p["method"] == "knn":
+            device = search_device(args.backend, ctx.device)
+        else:
+            held_pos = per_class_positions(labels, p["window"], held)
+            held_x, held_y = pool.features[held_pos], pool.labels[held_pos]
         per_subset: dict[int, list[float]] = {}
         details: dict[str, Any] = {}
         for shots in p["shots"]:
@@ -201,17 +204,15 @@ class FewShotTask(Task):
                 per_subset[shots] = few_shot_knn(pool_x, pool_y, test.features, test.labels, shots=shots,
                                                  offsets=offsets, num_classes=num_classes,
                                                  temperature=p["temperature"], backend=args.backend,
-                                                 device=ctx.device)
+                                                 device=device)
             else:
-                held_pos = per_class_positions(labels, p["window"], held)
-                accs, lams = few_shot_logreg(pool_x, pool_y, pool.features[held_pos], pool.labels[held_pos],
-                                             test.features, test.labels, shots=shots, offsets=offsets,
+                accs, lams = few_shot_logreg(pool_x, pool_y, held_x, held_y, test.features, test.labels, shots=shots, offsets=offsets,
                                              lambdas=p["lambdas"], max_iter=p["max_iter"])
                 per_subset[shots] = accs
                 details[str(shots)] = {"lambda": lams}
             log.info("few-shot %s, nu = %d: %s", p["method"], shots, ", ".join(f"{a:.2f}" for a in per_subset[shots]))
         metrics = summarise(per_subset)
-        name = records.record_filename(self.name, plan.dataset, records.protocol_hash(p))[: -len(".json")]
+        name = records.record_stem(self.name, plan.dataset, p)
         subsets_name = f"{name}.subsets.json"
         if dist.is_main():
             atomic_write_json(ctx.file_in_out(subsets_name), {

@@ -38,7 +38,7 @@ from .classification_options import add_classification_arguments, plan_classific
 from .context import RunContext
 from .datasets import ImageIndex
 from .errors import BadInput, TaskFailed
-from .features import ImageListDataset
+from .features import ImageListDataset, autocast_for
 from .finetune_recipe import FinetuneRecipe, criterion, mixup_fn, optimizer, scheduler, train_transform
 from .linear_heads import flush_denormal
 from .resume import epoch_rng, load_state, micro_batch_size, save_state, state_path
@@ -75,7 +75,7 @@ def evaluate(model: nn.Module, index: ImageIndex, transform: EvalTransform, devi
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     counts = torch.zeros(3, dtype=torch.float64, device=device)
     model.eval()
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), autocast_for(device):
         for images, labels, _ in loader:
             logits = model(images.to(device, non_blocking=True)).float()
             y = labels.to(device)
@@ -87,11 +87,6 @@ def evaluate(model: nn.Module, index: ImageIndex, transform: EvalTransform, devi
         td.all_reduce(counts)
     return float(100.0 * counts[0] / counts[2]), float(100.0 * counts[1] / counts[2])
 
-
-def _autocast(device: torch.device) -> Any:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 class FinetuneTask(Task):
@@ -232,7 +227,7 @@ class FinetuneTask(Task):
         if ema is not None:
             result["ema_top1_last"], _ = evaluate(ema.module, data.test, data.transform, device, eval_batch,
                                                   ctx.num_workers)
-        name = records.record_filename(self.name, plan.dataset, records.protocol_hash(p))[: -len(".json")]
+        name = records.record_stem(self.name, plan.dataset, p)
         history_name = f"{name}.history.json"
         if dist.is_main():
             atomic_write_json(ctx.file_in_out(history_name), result)

@@ -335,20 +335,25 @@ class KnnTask(Task):
         train = ctx.features(data.train, data.transform, "cls")
         test = ctx.features(data.test, data.transform, "cls")
         backend = args.backend
-        if backend == "faiss":
-            _require_faiss()
-        device = ctx.device
-        on_gpu = device.type == "cuda"
-        train_x = torch.from_numpy(train.features)
-        test_x = torch.from_numpy(test.features)
-        if on_gpu and (backend == "torch" or faiss_has_gpu()):
-            train_x, test_x = train_x.to(device), test_x.to(device)
+        device = search_device(backend, ctx.device)
+        train_x = torch.from_numpy(train.features).to(device)
+        test_x = torch.from_numpy(test.features).to(device)
         log.info("k-NN: bank %d x %d, %d queries, backend %s%s", *train_x.shape, len(test_x), backend,
                  " (GPU)" if train_x.is_cuda else "")
         metrics = knn_accuracy(train_x, train.labels, test_x, test.labels, ks=ks,
                                temperature=plan.protocol["temperature"], num_classes=data.num_classes,
                                backend=backend)
         return TaskResult(metrics=metrics, images=len(data.train) + len(data.test))
+
+
+def search_device(backend: str, device: torch.device) -> torch.device:
+    """Where the k-NN inputs go: ``device`` when the backend searches there (torch, or GPU FAISS on a
+    CUDA device), else the CPU. ``--backend faiss`` without faiss installed is a one-line error."""
+    if backend == "faiss":
+        _require_faiss()
+    if device.type == "cuda" and (backend == "torch" or faiss_has_gpu()):
+        return device
+    return torch.device("cpu")
 
 
 def _require_faiss() -> None:

@@ -29,7 +29,7 @@ from .atomic import atomic_write_json
 from .classification_options import add_classification_arguments, plan_classification, resolve_classification
 from .context import RunContext
 from .errors import BadInput
-from .features import LAYER_SETS, default_linear_layers
+from .features import default_linear_layers
 from .linear_heads import FEATURE_SETS, HeadConfig, evaluate_heads, feature_views, train_heads
 from .linear_reference import (
     REFERENCE_BASE_LR,
@@ -134,7 +134,7 @@ class LinearTask(Task):
                        help=f"images per SGD step over all processes (default: reference {REFERENCE_TRAIN_BATCH}, "
                             f"fast {FAST_TRAIN_BATCH}); learning rates scale by N / 256")
         g = parser.add_argument_group("reference mode")
-        g.add_argument("--layers", choices=[s for s in LAYER_SETS if s != "patch"], default=None,
+        g.add_argument("--layers", choices=FEATURE_SETS, default=None,
                        help="feature layer set (default: cls4 for embed dim <= 384, cls+avgpool above)")
         g.add_argument("--epochs", type=int, default=REFERENCE_EPOCHS, help="epochs (default: 100)")
         g.add_argument("--lr", type=float, default=REFERENCE_BASE_LR,
@@ -221,7 +221,7 @@ class LinearTask(Task):
                 seed=p["seed"], device=ctx.device, progress=True)
         except ValueError as exc:
             raise BadInput(data.train.root, str(exc)) from None
-        name = records.record_filename(self.name, plan.dataset, records.protocol_hash(p))[: -len(".json")]
+        name = records.record_stem(self.name, plan.dataset, p)
         sweep_name = f"{name}.sweep.json"
         if dist.is_main():
             atomic_write_json(ctx.file_in_out(sweep_name), {"chosen": result.chosen.to_dict(),

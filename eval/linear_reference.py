@@ -31,7 +31,7 @@ from .context import RunContext
 from .datasets import ImageIndex
 from .errors import BadInput
 from .features import ImageListDataset, autocast_for, forward_layers
-from .linear_heads import cosine_factor, flush_denormal
+from .linear_heads import cosine_factor, feature_views, flush_denormal
 from .resume import epoch_rng, load_state, micro_batch_size, save_state, state_path
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, EvalTransform
 
@@ -80,7 +80,8 @@ class ReferenceSettings:
 
 
 def feature_dim(embed_dim: int, layers: str) -> int:
-    return embed_dim * {"cls": 1, "avgpool": 1, "cls4": 4, "cls+avgpool": 2, "cls4+avgpool": 5}[layers]
+    view = feature_views(embed_dim)[layers]
+    return view.stop - view.start
 
 
 def head_accuracy(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, device: torch.device,

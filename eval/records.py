@@ -47,6 +47,11 @@ def record_filename(task: str, dataset: str, phash: str) -> str:
     return f"{_safe_component(task)}-{_safe_component(dataset)}-{phash[:8]}.json"
 
 
+def record_stem(task: str, dataset: str, protocol: dict[str, Any]) -> str:
+    """The record's file name without ``.json``: the prefix of a task's side files (masks, sweeps...)."""
+    return record_filename(task, dataset, protocol_hash(protocol))[: -len(".json")]
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

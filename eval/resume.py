@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def state_path(out: Path, task: str, dataset: str, protocol: dict[str, Any]) -> Path:
-    name = records.record_filename(task, dataset, records.protocol_hash(protocol))
-    return out / (name[: -len(".json")] + ".state.pth")
+    return out / (records.record_stem(task, dataset, protocol) + ".state.pth")
 
 
 def load_state(path: Path, protocol: dict[str, Any], checkpoint_sha256: str) -> dict[str, Any] | None:

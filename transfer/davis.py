@@ -37,7 +37,7 @@ from attmask.eval.context import RunContext
 from attmask.eval.datasets import dataset_dir, get_spec, registry_name_for
 from attmask.eval.errors import BadInput
 from attmask.eval.features import forward_layers
-from attmask.eval.records import protocol_hash, record_filename
+from attmask.eval.records import record_stem
 from attmask.eval.tasks import Plan, Task, TaskResult
 
 from .davis_io import (
@@ -79,7 +79,7 @@ def _label(args: argparse.Namespace, layout: DavisLayout) -> str:
 
 
 def _stem(task: str, plan: Plan) -> str:
-    return record_filename(task, plan.dataset, protocol_hash(plan.protocol))[: -len(".json")]
+    return record_stem(task, plan.dataset, plan.protocol)
 
 
 def _write_manifest(ctx: RunContext, stem: str, scored: ScoredFolder, results_root: Path,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import torch
 
 from attmask.eval import distributed as dist
 from attmask.eval.errors import BadInput
-from attmask.eval.records import canonical_json
+from attmask.eval.records import protocol_hash
 from attmask.eval.resources import config_root, find_config
 
 from .mm_checkpoint import restricted_local_loader
@@ -201,8 +200,7 @@ def recipe(cfg: Any, placeholders: dict[str, str]) -> dict[str, Any]:
     return swap(d)
 
 
-def config_sha256(rec: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(rec).encode()).hexdigest()
+config_sha256 = protocol_hash  # the same canonical-JSON sha256 as every record's protocol
 
 
 def last_checkpoint(work_dir: Path) -> Path | None:

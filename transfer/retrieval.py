@@ -40,7 +40,7 @@ from attmask.eval.context import RunContext
 from attmask.eval.datasets import index_images, registry_name_for
 from attmask.eval.errors import BadInput
 from attmask.eval.features import FeatureSet
-from attmask.eval.records import protocol_hash, record_filename
+from attmask.eval.records import record_stem
 from attmask.eval.tasks import Plan, Task, TaskResult
 
 from .faiss_search import rank_database
@@ -185,7 +185,7 @@ class RetrievalTask(Task):
                  metrics["mAP_medium"], metrics["mAP_hard"])
         artifacts: dict[str, str] = {}
         if args.save_ranks:
-            stem = record_filename(self.name, plan.dataset, protocol_hash(plan.protocol))[: -len(".json")]
+            stem = record_stem(self.name, plan.dataset, plan.protocol)
             path = ctx.file_in_out(f"{stem}-ranks.npy")
             atomic_save(path, lambda fh: np.save(fh, ranks))
             artifacts["ranks"] = path.name
