@@ -3,21 +3,23 @@
 # of device time in all, machine start included, and at most 10 minutes per command).
 #
 #   here:    bash benchmarks/device_run.sh --prepare     # copies $ATTMASK_DATA/cifar10-mini to carry/data (git-ignored, 11 MB)
-#   device:  command "bash benchmarks/device_run.sh", carry ["carry"], timeout_s 570
-#            knobs (environment): STRATEGIES (default "rand attmask_high"), EPOCHS (100), TIME_LIMIT_S (390),
-#            WORKERS (data-loader workers per run, default 16 / number of runs); DEVICE=cpu STEP=0 EXTRA="subset=20 ..."
-#            make a quick dry run on this machine with .venv/bin first on PATH
+#   device:  command "bash benchmarks/device_run.sh", carry ["carry"], timeout_s 560
+#            knobs (environment): STRATEGIES (default: all five), EPOCHS (100), TIME_LIMIT_S (400),
+#            AUGMENT (device: crops made on the GPU, pretrain/batch_augment.py; loader: the PIL pipeline in
+#            loader workers, which needs about 2,100 CPU core-seconds per 100-epoch run), WORKERS (loader workers
+#            per run; default 2 with AUGMENT=device, else 16 / number of runs);
+#            DEVICE=cpu STEP=0 EXTRA="subset=20 ..." make a quick dry run on this machine with .venv/bin first on PATH
 #   back:    cp -r <files_at>/pretrain_cifar runs/ && .venv/bin/python benchmarks/pretrain_cifar.py --report-only \
 #                --out runs/pretrain_cifar --strategies <the runs>           (table + the PNG, from the logs)
 #
 # What it does there (Python 3.12, torch, timm, numpy, scikit-learn; no faiss, tensorboard, matplotlib or mm*):
 #  1. installs the project offline (pip --no-deps --no-build-isolation -e .);
-#  2. benchmarks/pretrain_step.py --setting gpu: ViT-S/16, batch 64, 2 x 224 + 10 x 96 px, fp16 — step time with random
-#     vs AttMask-High masking (the AttMask overhead) and the CLS-row vs materialised attention cost;
-#  3. benchmarks/pretrain_cifar.py for $STRATEGIES at once on the one GPU (the cifar10-mini benchmark setting:
+#  2. benchmarks/pretrain_cifar.py for $STRATEGIES at once on the one GPU (the cifar10-mini benchmark setting:
 #     192-d, 4 blocks, patch 4, 2 x 32 + 6 x 16 px, batch 256, $EPOCHS epochs, teacher k-NN every 10 epochs),
 #     stopped after $TIME_LIMIT_S seconds: a stopped run's curve so far (the first epochs of the full schedule)
-#     is still a result;
+#     is still a result; the logs are copied to $OUT every 15 s, so even a call cut short returns them;
+#  3. benchmarks/pretrain_step.py --setting gpu: ViT-S/16, batch 64, 2 x 224 + 10 x 96 px, fp16 — step time with
+#     random vs AttMask-High masking (the AttMask overhead) and the CLS-row vs materialised attention cost;
 #  4. leaves the small results in $OUT: device.txt, pretrain_step_gpu.{txt,json}, pretrain_cifar/*.{md,json}
 #     and each run's log.jsonl / train.out (checkpoints stay on the machine).
 set -uo pipefail
@@ -34,14 +36,16 @@ if [[ "${1:-}" == "--prepare" ]]; then
 fi
 
 : "${OUT:?OUT (the folder whose files come back) is not set: run this on the device machine}"
-STRATEGIES=${STRATEGIES:-"rand attmask_high"}
+STRATEGIES=${STRATEGIES:-"attmask_high attmask_hint attmask_low rand block"}
 EPOCHS=${EPOCHS:-100}
-TIME_LIMIT_S=${TIME_LIMIT_S:-390}
+TIME_LIMIT_S=${TIME_LIMIT_S:-400}
+AUGMENT=${AUGMENT:-device}
 DEVICE=${DEVICE:-cuda}
 STEP=${STEP:-1}
 read -r -a extra <<< "${EXTRA:-}"
 read -r -a strategies <<< "$STRATEGIES"
-WORKERS=${WORKERS:-$(( 16 / ${#strategies[@]} > 1 ? 16 / ${#strategies[@]} : 1 ))}
+if [[ "$AUGMENT" == device ]]; then default_workers=2; else default_workers=$(( 16 / ${#strategies[@]} > 1 ? 16 / ${#strategies[@]} : 1 )); fi
+WORKERS=${WORKERS:-$default_workers}
 export ATTMASK_DATA="$PWD/carry/data"
 export ATTMASK_CACHE="$PWD/carry/cache"
 [[ -d "$ATTMASK_DATA/cifar10-mini/train" ]] || { echo "device_run.sh: $ATTMASK_DATA/cifar10-mini missing: run --prepare here and carry [\"carry\"]" >&2; exit 2; }
@@ -52,20 +56,27 @@ t0=$(date +%s)
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.txt" 2>&1 || { cat "$OUT/install.txt"; exit 1; }
 echo "installed in $(( $(date +%s) - t0 )) s"
 
+runs="$PWD/carry/runs/pretrain_cifar"
+collect() {
+    mkdir -p "$OUT/pretrain_cifar"
+    cp "$runs"/*.md "$runs"/*.json "$OUT/pretrain_cifar/" 2>/dev/null
+    for s in "${strategies[@]}"; do
+        mkdir -p "$OUT/pretrain_cifar/$s"
+        cp "$runs/$s/log.jsonl" "$runs/$s/train.out" "$OUT/pretrain_cifar/$s/" 2>/dev/null
+    done
+}
+( while sleep 15; do collect; done ) &
+collector=$!
+python3 benchmarks/pretrain_cifar.py --out "$runs" --strategies "${strategies[@]}" --jobs "${#strategies[@]}" \
+    --device "$DEVICE" --epochs "$EPOCHS" --time-limit "$TIME_LIMIT_S" tensorboard=false "num_workers=$WORKERS" \
+    "augment_on=$AUGMENT" "${extra[@]}" 2>&1 | tee "$OUT/pretrain_cifar.txt"
+kill "$collector" 2>/dev/null
+collect
+echo "pre-training done at $(( $(date +%s) - t0 )) s"
+
 if [[ "$STEP" == 1 ]]; then
-    timeout 120 python3 benchmarks/pretrain_step.py --setting gpu --device "$DEVICE" --json "$OUT/pretrain_step_gpu.json" \
-        > "$OUT/pretrain_step_gpu.txt" 2>&1
+    timeout 100 python3 benchmarks/pretrain_step.py --setting gpu --device "$DEVICE" --steps 30 \
+        --json "$OUT/pretrain_step_gpu.json" > "$OUT/pretrain_step_gpu.txt" 2>&1
     echo "pretrain_step (exit $?):"; cat "$OUT/pretrain_step_gpu.txt"
 fi
-
-runs="$PWD/carry/runs/pretrain_cifar"
-python3 benchmarks/pretrain_cifar.py --out "$runs" --strategies "${strategies[@]}" --jobs "${#strategies[@]}" \
-    --device "$DEVICE" --epochs "$EPOCHS" --time-limit "$TIME_LIMIT_S" tensorboard=false "num_workers=$WORKERS" "${extra[@]}" \
-    2>&1 | tee "$OUT/pretrain_cifar.txt"
-mkdir -p "$OUT/pretrain_cifar"
-cp "$runs"/*.md "$runs"/*.json "$OUT/pretrain_cifar/" 2>/dev/null
-for s in "${strategies[@]}"; do
-    mkdir -p "$OUT/pretrain_cifar/$s"
-    cp "$runs/$s/log.jsonl" "$runs/$s/train.out" "$OUT/pretrain_cifar/$s/" 2>/dev/null
-done
 echo "done in $(( $(date +%s) - t0 )) s"

@@ -100,7 +100,7 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[str, float]:
     return walls
 
 
-def table(curves: dict[str, Curve], metric: str) -> list[str]:
+def table(curves: dict[str, Curve], metric: str, overrides: list[str] | None = None) -> list[str]:
     epochs = sorted({e for c in curves.values() for e in c.epochs})
     header = "| epoch | " + " | ".join(curves) + " | reference (random) |"
     lines = [header, "|" + "---|" * (len(curves) + 2)]
@@ -114,6 +114,8 @@ def table(curves: dict[str, Curve], metric: str) -> list[str]:
     lines.append("")
     lines.append(f"Teacher k-NN {metric} (percent) on cifar10-mini test; epoch 0 = the initialisation "
                  "(the same for every strategy: same seed).")
+    if overrides:
+        lines.append(f"Every run with: {' '.join(overrides)}")
     for base in ("rand", "block"):
         if base in curves:
             target = curves[base].final
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s}: no k-NN curve ({exc})", file=sys.stderr)
     if not curves:
         return 1
-    lines = table(curves, args.metric)
+    lines = table(curves, args.metric, args.overrides)
     print("\n".join(lines))
     (out / "pretrain_cifar.md").write_text("\n".join(lines) + "\n")
     (out / "pretrain_cifar.json").write_text(json.dumps(

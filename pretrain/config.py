@@ -28,6 +28,7 @@ from attmask.eval.errors import BadInput
 from attmask.eval.resources import find_config, load_yaml
 
 PRESET_KIND = "pretrain"
+AUGMENT_ON = ("loader", "device")
 META_KEYS = ("base", "reference", "description")
 ATTMASK_SHAPES = ("attmask_high", "attmask_low", "attmask_hint")
 PRED_SHAPES = (*ATTMASK_SHAPES, "rand", "block", "none")
@@ -107,6 +108,8 @@ class PretrainConfig:
     blur_radius: list[float] = field(default_factory=lambda: [0.1, 2.0])
     solarize_prob: float = 0.2  # globals after the first
     crop_interpolation: str = "bicubic"
+    augment_on: str = "loader"  # loader: PIL in the data-loader workers (the reference) | device: batched on the
+    #                             training device, images held there (one image size; see pretrain/batch_augment.py)
     # -- data ----------------------------------------------------------------------------------------
     dataset: str | None = None  # registry name (configs/datasets.yaml), resolved under $ATTMASK_DATA
     data_path: str | None = None  # or a folder holding <train_split>/<class>/<image>
@@ -254,6 +257,8 @@ def validate(cfg: PretrainConfig, source: str | None = None) -> None:
         pair = getattr(cfg, name)
         if len(pair) != 2 or pair[0] > pair[1] or pair[0] < 0:
             raise bad(f"{name} must be [low, high] with 0 <= low <= high, got {pair}")
+    if cfg.augment_on not in AUGMENT_ON:
+        raise bad(f"augment_on {cfg.augment_on!r} is not one of {', '.join(AUGMENT_ON)}")
     if len(cfg.color_jitter) != 4:
         raise bad(f"color_jitter must be [brightness, contrast, saturation, hue], got {cfg.color_jitter}")
     if len(cfg.blur_prob) != 3:

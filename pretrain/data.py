@@ -51,11 +51,12 @@ def crop_mask(pred_shape: str, grid: tuple[int, int], ratio: float, generator: t
 
 class MultiCropDataset(Dataset):
     """Item ``(epoch, i)`` -> (globals [G, 3, H, W], locals [L, 3, h, w], masks [G, H/p, W/p] bool or [0],
-    label)."""
+    label); with ``augment_on: device`` -> (i as a 0-d int64 tensor, [0], masks, label): the step makes
+    the crops on the device (``batch_augment.DeviceMultiCrop``)."""
 
     def __init__(self, index: ImageIndex, cfg: PretrainConfig, seed: int | None = None) -> None:
         self.index = index
-        self.augment = MultiCropAugmentation(cfg)
+        self.augment = MultiCropAugmentation(cfg) if cfg.augment_on == "loader" else None
         self.seed = cfg.seed if seed is None else seed
         self.per_crop_masks = cfg.masks_student and cfg.pred_shape in ("rand", "block")
         self.pred_shape = cfg.pred_shape
@@ -81,9 +82,12 @@ class MultiCropDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Sample:
         epoch, i = key
         s = sample_seed(self.seed, epoch, i)
-        random.seed(s)
-        torch.default_generator.manual_seed(s)  # CPU generator only (no per-sample CUDA seeding cost)
-        global_crops, local_crops = self.augment(self.load(i))
+        if self.augment is not None:
+            random.seed(s)
+            torch.default_generator.manual_seed(s)  # CPU generator only (no per-sample CUDA seeding cost)
+            global_crops, local_crops = self.augment(self.load(i))
+        else:
+            global_crops, local_crops = torch.tensor(i, dtype=torch.int64), torch.zeros(0)
         if self.per_crop_masks:
             gen = torch.Generator().manual_seed(s ^ 0x5EED)
             masks = []

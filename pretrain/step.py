@@ -11,7 +11,8 @@ Order of operations, as ``main_attmask.py``:
    gradients dropped during the first ``freeze_last_layer`` epochs, optimizer step;
 5. teacher EMA with the scheduled momentum.
 
-Randomness of a step (drop-path, AttMask gating, hints, ratio draws) comes from generators seeded by
+Randomness of a step (drop-path, AttMask gating, hints, ratio draws, and the crops under
+``augment_on: device``) comes from generators seeded by
 ``(seed, rank, step)``, so a resumed run repeats an uninterrupted one exactly.
 """
 
@@ -28,6 +29,7 @@ from torch import nn
 
 from attmask.eval import distributed as dist
 
+from .batch_augment import DeviceMultiCrop
 from .config import PretrainConfig
 from .data import crop_major
 from .heads import masked_rows
@@ -62,6 +64,7 @@ class StepState:
     device: torch.device
     amp_dtype: torch.dtype | None
     rank: int = 0
+    augmenter: DeviceMultiCrop | None = None  # augment_on: device (the batch holds image indices)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -97,6 +100,9 @@ def train_step(st: StepState, batch: tuple[torch.Tensor, ...], *, step: int, epo
     cfg = st.cfg
     global_crops, local_crops, loader_masks = batch[0], batch[1], batch[2]
     set_schedule_values(st.optimizer, lr, wd)
+    if st.augmenter is not None:  # batch[0] holds the image indices
+        aug_gen = torch.Generator(device=st.device).manual_seed(step_seed(cfg.seed, st.rank, step, 3))
+        global_crops, local_crops = st.augmenter(global_crops, aug_gen)
     g = crop_major(global_crops).to(st.device, non_blocking=True)
     loc = crop_major(local_crops).to(st.device, non_blocking=True) if local_crops.shape[1] > 0 else None
     grid = (cfg.global_crops_size // cfg.patch_size,) * 2

@@ -35,6 +35,7 @@ from attmask.eval.linear_heads import flush_denormal
 from attmask.eval.transforms import EvalTransform
 
 from . import checkpoints as ckpt_io
+from .batch_augment import DeviceMultiCrop, load_images
 from .config import RESUME_FREE_KEYS, LoadedConfig, PretrainConfig
 from .data import EpochSampler, MultiCropDataset, build_loader
 from .heads import iBOTHead
@@ -267,6 +268,12 @@ class Trainer:
         student_net, teacher, loss_fn = st.student_net, st.teacher, st.loss_fn
         attn_impl = resolve_attn_impl(cfg.attn_impl, device)
         dataset = MultiCropDataset(train_index, cfg)
+        if cfg.augment_on == "device":
+            t0 = time.perf_counter()
+            images = load_images(train_index).to(device)
+            st.augmenter = DeviceMultiCrop(images, cfg)
+            log.info("augment_on=device: %d images (%dx%d px) decoded onto %s in %.1f s", images.shape[0],
+                     images.shape[3], images.shape[2], device, time.perf_counter() - t0)
         sampler = EpochSampler(len(dataset), cfg.batch_size_per_gpu, seed=cfg.seed, rank=rank, world_size=world)
         iters = sampler.iters_per_epoch
         sched = build_schedules(lr=cfg.lr, min_lr=cfg.min_lr, warmup_epochs=cfg.warmup_epochs,
