@@ -9,8 +9,11 @@
 #            loader workers, which needs about 2,100 CPU core-seconds per 100-epoch run), WORKERS (loader workers
 #            per run; default 2 with AUGMENT=device, else 16 / number of runs);
 #            DEVICE=cpu STEP=0 EXTRA="subset=20 ..." make a quick dry run on this machine with .venv/bin first on PATH
-#   back:    cp -r <files_at>/pretrain_cifar runs/ && .venv/bin/python benchmarks/pretrain_cifar.py --report-only \
-#                --out runs/pretrain_cifar --strategies <the runs>           (table + the PNG, from the logs)
+#   back:    cp -r <files_at>/pretrain_cifar runs/ && tar xzf runs/pretrain_cifar/logs.tar.gz -C runs/pretrain_cifar &&
+#            .venv/bin/python benchmarks/pretrain_cifar.py --report-only --out runs/pretrain_cifar --strategies <the runs>
+#                (table, training state + the PNG, from the logs)
+#   more:    a second call WITHOUT carry (the warm machine keeps carry/runs) and EXTRA unchanged continues the
+#            stopped runs exactly (pretrain_cifar.py passes --resume to unfinished runs): STEP=0 bash benchmarks/device_run.sh
 #
 # What it does there (Python 3.12, torch, timm, numpy, scikit-learn; no faiss, tensorboard, matplotlib or mm*):
 #  1. installs the project offline (pip --no-deps --no-build-isolation -e .);
@@ -20,8 +23,9 @@
 #     is still a result; the logs are copied to $OUT every 15 s, so even a call cut short returns them;
 #  3. benchmarks/pretrain_step.py --setting gpu: ViT-S/16, batch 64, 2 x 224 + 10 x 96 px, fp16 — step time with
 #     random vs AttMask-High masking (the AttMask overhead) and the CLS-row vs materialised attention cost;
-#  4. leaves the small results in $OUT: device.txt, pretrain_step_gpu.{txt,json}, pretrain_cifar/*.{md,json}
-#     and each run's log.jsonl / train.out (checkpoints stay on the machine).
+#  4. leaves the small results in $OUT (7 files; a call returns at most 8): device.txt, pretrain_cifar.txt,
+#     pretrain_step_gpu.{txt,json}, pretrain_cifar/*.{md,json} and pretrain_cifar/logs.tar.gz (each run's
+#     log.jsonl / train.out; checkpoints stay on the machine, where a second call can --resume them).
 set -uo pipefail
 
 if [[ "${1:-}" == "--prepare" ]]; then
@@ -53,17 +57,15 @@ export ATTMASK_CACHE="$PWD/carry/cache"
 t0=$(date +%s)
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; python3 --version
   python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"; nproc; } > "$OUT/device.txt" 2>&1
-python3 -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.txt" 2>&1 || { cat "$OUT/install.txt"; exit 1; }
+python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/attmask-install.txt 2>&1 || { cat /tmp/attmask-install.txt; exit 1; }
 echo "installed in $(( $(date +%s) - t0 )) s"
 
 runs="$PWD/carry/runs/pretrain_cifar"
-collect() {
+collect() {  # a call returns at most 8 files: the runs' logs travel as one tar
     mkdir -p "$OUT/pretrain_cifar"
     cp "$runs"/*.md "$runs"/*.json "$OUT/pretrain_cifar/" 2>/dev/null
-    for s in "${strategies[@]}"; do
-        mkdir -p "$OUT/pretrain_cifar/$s"
-        cp "$runs/$s/log.jsonl" "$runs/$s/train.out" "$OUT/pretrain_cifar/$s/" 2>/dev/null
-    done
+    (cd "$runs" 2>/dev/null && tar czf "$OUT/pretrain_cifar/logs.tar.gz.part" */log.jsonl */train.out 2>/dev/null \
+        && mv "$OUT/pretrain_cifar/logs.tar.gz.part" "$OUT/pretrain_cifar/logs.tar.gz")
 }
 ( while sleep 15; do collect; done ) &
 collector=$!

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -33,7 +34,9 @@ import time
 from pathlib import Path
 
 from attmask.eval.checkpoint import read_checkpoint_file
+from attmask.pretrain.config import load_config, parse_overrides
 from attmask.pretrain.curves import Curve, epochs_to_reach, load_curve, plot_curves
+from attmask.pretrain.runlog import read_log
 
 STRATEGIES = ("attmask_high", "attmask_hint", "attmask_low", "rand", "block")
 REFERENCE_RANDOM = {0: 29.0, 30: 36.0, 100: 44.0}  # reference implementation, random masking (approximate)
@@ -125,6 +128,25 @@ def table(curves: dict[str, Curve], metric: str, overrides: list[str] | None = N
     return lines
 
 
+def health(out: Path, strategies: list[str], args: argparse.Namespace) -> list[str]:
+    """Per run, the last epoch's losses and the teacher's CLS distribution against ln K (an entropy
+    near ln K with a CLS loss near ln K means the CLS head has collapsed towards uniform outputs),
+    and the median training throughput."""
+    lines = ["| run | epochs | loss | CLS loss | patch loss | teacher entropy (ln K) | teacher max prob | images/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in strategies:
+        epochs = read_log(out / s, "epoch") if (out / s / "log.jsonl").is_file() else []
+        if not epochs:
+            continue
+        last = epochs[-1]
+        speeds = sorted(e["images_per_s"] for e in read_log(out / s, "train") if "images_per_s" in e)
+        k = load_config(f"{args.preset_prefix}_{s}", parse_overrides(list(args.overrides))).config.out_dim
+        ips = f"{speeds[len(speeds) // 2]:.0f}" if speeds else ""
+        lines.append(f"| {s} | {last['epoch']} | {last['loss']:.3f} | {last['cls']:.3f} | {last['patch']:.3f} | "
+                     f"{last['teacher_entropy']:.3f} ({math.log(k):.3f}) | {last['teacher_max_prob']:.4f} | {ips} |")
+    return lines if len(lines) > 2 else []
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Teacher k-NN vs epochs on cifar10-mini for every masking strategy.")
     p.add_argument("--out", required=True, help="folder: one run folder per strategy, plus the report")
@@ -152,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if not curves:
         return 1
     lines = table(curves, args.metric, args.overrides)
+    state = health(out, args.strategies, args)
+    if state:
+        lines += ["", "Training state at the last epoch of each run (mean over the epoch's iterations):", ""] + state
     print("\n".join(lines))
     (out / "pretrain_cifar.md").write_text("\n".join(lines) + "\n")
     (out / "pretrain_cifar.json").write_text(json.dumps(
