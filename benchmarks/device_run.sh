@@ -8,6 +8,11 @@
 #            AUGMENT (device: crops made on the GPU, pretrain/batch_augment.py; loader: the PIL pipeline in
 #            loader workers, which needs about 2,100 CPU core-seconds per 100-epoch run), WORKERS (loader workers
 #            per run; default 2 with AUGMENT=device, else 16 / number of runs);
+#            VARIANTS ("NAME STRATEGY KEY=VALUE ...; NAME ..." : extra runs with their own overrides, e.g. the ablation
+#            of the gap to the reference's random-masking curve:
+#              VARIANTS="rand_loader rand augment_on=loader num_workers=8; rand_dino rand loss=dino;
+#                        rand_temp04 rand teacher_temp=0.04 teacher_patch_temp=0.04; rand_k1024 rand out_dim=1024"
+#              STRATEGIES=rand  -> five runs at once);
 #            DEVICE=cpu STEP=0 EXTRA="subset=20 ..." make a quick dry run on this machine with .venv/bin first on PATH
 #   back:    cp -r <files_at>/pretrain_cifar runs/ && tar xzf runs/pretrain_cifar/logs.tar.gz -C runs/pretrain_cifar &&
 #            .venv/bin/python benchmarks/pretrain_cifar.py --report-only --out runs/pretrain_cifar --strategies <the runs>
@@ -40,7 +45,8 @@ if [[ "${1:-}" == "--prepare" ]]; then
 fi
 
 : "${OUT:?OUT (the folder whose files come back) is not set: run this on the device machine}"
-STRATEGIES=${STRATEGIES:-"attmask_high attmask_hint attmask_low rand block"}
+VARIANTS=${VARIANTS:-}
+if [[ -n "$VARIANTS" ]]; then STRATEGIES=${STRATEGIES:-}; else STRATEGIES=${STRATEGIES:-"attmask_high attmask_hint attmask_low rand block"}; fi
 EPOCHS=${EPOCHS:-100}
 TIME_LIMIT_S=${TIME_LIMIT_S:-400}
 AUGMENT=${AUGMENT:-device}
@@ -48,7 +54,19 @@ DEVICE=${DEVICE:-cuda}
 STEP=${STEP:-1}
 read -r -a extra <<< "${EXTRA:-}"
 read -r -a strategies <<< "$STRATEGIES"
-if [[ "$AUGMENT" == device ]]; then default_workers=2; else default_workers=$(( 16 / ${#strategies[@]} > 1 ? 16 / ${#strategies[@]} : 1 )); fi
+variant_args=()
+names=("${strategies[@]}")
+IFS=';' read -r -a variants <<< "$VARIANTS"
+for v in "${variants[@]}"; do
+    read -r -a words <<< "$v"
+    [[ ${#words[@]} -ge 2 ]] || continue
+    variant_args+=(--variant "${words[@]}")
+    names+=("${words[0]}")
+done
+[[ ${#names[@]} -ge 1 ]] || { echo "device_run.sh: no runs (STRATEGIES and VARIANTS are empty)" >&2; exit 2; }
+strategy_args=()
+[[ ${#strategies[@]} -ge 1 ]] && strategy_args=(--strategies "${strategies[@]}")
+if [[ "$AUGMENT" == device ]]; then default_workers=2; else default_workers=$(( 16 / ${#names[@]} > 1 ? 16 / ${#names[@]} : 1 )); fi
 WORKERS=${WORKERS:-$default_workers}
 export ATTMASK_DATA="$PWD/carry/data"
 export ATTMASK_CACHE="$PWD/carry/cache"
@@ -69,9 +87,9 @@ collect() {  # a call returns at most 8 files: the runs' logs travel as one tar
 }
 ( while sleep 15; do collect; done ) &
 collector=$!
-python3 benchmarks/pretrain_cifar.py --out "$runs" --strategies "${strategies[@]}" --jobs "${#strategies[@]}" \
+python3 benchmarks/pretrain_cifar.py --out "$runs" "${strategy_args[@]}" --jobs "${#names[@]}" \
     --device "$DEVICE" --epochs "$EPOCHS" --time-limit "$TIME_LIMIT_S" tensorboard=false "num_workers=$WORKERS" \
-    "augment_on=$AUGMENT" "${extra[@]}" 2>&1 | tee "$OUT/pretrain_cifar.txt"
+    "augment_on=$AUGMENT" "${extra[@]}" "${variant_args[@]}" 2>&1 | tee "$OUT/pretrain_cifar.txt"
 kill "$collector" 2>/dev/null
 collect
 echo "pre-training done at $(( $(date +%s) - t0 )) s"

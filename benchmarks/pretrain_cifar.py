@@ -18,8 +18,14 @@ presets (``--preset-prefix cifar10mini_cpu``), which train for minutes, not for 
     .venv/bin/python benchmarks/pretrain_cifar.py --out /tmp/smoke --preset-prefix cifar10mini_cpu \\
         --max-steps 4 subset=20 batch_size_per_gpu=32 eval_every=1                     # plumbing check
 
-Runs resume: a strategy whose run folder holds a finished checkpoint is not trained again, an
-unfinished one continues (``--resume``).
+Ablations: ``--variant NAME STRATEGY KEY=VALUE ...`` (repeatable) adds a run ``NAME`` of that strategy
+with its own overrides (after the shared ones), e.g. to separate the causes of a gap to the reference:
+
+    .venv/bin/python benchmarks/pretrain_cifar.py --out runs/abl --jobs 3 --variant rand rand \
+        --variant rand_loader rand augment_on=loader --variant rand_dino rand loss=dino
+
+Runs resume: a run whose folder holds a finished checkpoint is not trained again, an unfinished one
+continues (``--resume``).
 """
 
 from __future__ import annotations
@@ -50,7 +56,25 @@ def run_state(run: Path) -> str:
     return "done" if meta.get("complete") else "partial"
 
 
-def command(strategy: str, args: argparse.Namespace, run: Path) -> list[str]:
+def plan_runs(args: argparse.Namespace) -> dict[str, tuple[str, list[str]]]:
+    """Run name -> (strategy, its own overrides): ``--strategies`` (all five when neither they nor
+    ``--variant`` are given) and every ``--variant NAME STRATEGY KEY=VALUE ...``."""
+    runs: dict[str, tuple[str, list[str]]] = {}
+    strategies = args.strategies if args.strategies is not None else ([] if args.variant else list(STRATEGIES))
+    for s in strategies:
+        runs[s] = (s, [])
+    for spec in args.variant or []:
+        if len(spec) < 2 or spec[1] not in STRATEGIES:
+            raise SystemExit(f"--variant {' '.join(spec)}: give NAME STRATEGY [KEY=VALUE ...], STRATEGY one of "
+                             f"{', '.join(STRATEGIES)}")
+        if spec[0] in runs or "/" in spec[0]:
+            raise SystemExit(f"--variant {spec[0]}: run names must be unique folder names")
+        runs[spec[0]] = (spec[1], list(spec[2:]))
+    return runs
+
+
+def command(name: str, args: argparse.Namespace, run: Path) -> list[str]:
+    strategy, extra = args.runs[name]
     cmd = [sys.executable, "-m", "attmask.pretrain.cli", "train", "--config", f"{args.preset_prefix}_{strategy}",
            "--out", str(run), "--no-progress"]
     if args.epochs is not None:
@@ -61,12 +85,12 @@ def command(strategy: str, args: argparse.Namespace, run: Path) -> list[str]:
         cmd += ["--device", args.device]
     if run_state(run) == "partial":
         cmd.append("--resume")
-    return cmd + list(args.overrides)
+    return cmd + list(args.overrides) + extra
 
 
 def train_all(args: argparse.Namespace, out: Path) -> dict[str, float]:
     """Run the strategies, ``args.jobs`` at a time; returns wall seconds per strategy."""
-    pending = [s for s in args.strategies if run_state(out / s) != "done" or args.max_steps is not None]
+    pending = [s for s in args.runs if run_state(out / s) != "done" or args.max_steps is not None]
     running: dict[str, tuple[subprocess.Popen, float, object]] = {}
     walls: dict[str, float] = {}
     start, stopped = time.perf_counter(), set()
@@ -140,7 +164,8 @@ def health(out: Path, strategies: list[str], args: argparse.Namespace) -> list[s
             continue
         last = epochs[-1]
         speeds = sorted(e["images_per_s"] for e in read_log(out / s, "train") if "images_per_s" in e)
-        k = load_config(f"{args.preset_prefix}_{s}", parse_overrides(list(args.overrides))).config.out_dim
+        strategy, extra = args.runs[s]
+        k = load_config(f"{args.preset_prefix}_{strategy}", parse_overrides(list(args.overrides) + extra)).config.out_dim
         ips = f"{speeds[len(speeds) // 2]:.0f}" if speeds else ""
         lines.append(f"| {s} | {last['epoch']} | {last['loss']:.3f} | {last['cls']:.3f} | {last['patch']:.3f} | "
                      f"{last['teacher_entropy']:.3f} ({math.log(k):.3f}) | {last['teacher_max_prob']:.4f} | {ips} |")
@@ -149,8 +174,12 @@ def health(out: Path, strategies: list[str], args: argparse.Namespace) -> list[s
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Teacher k-NN vs epochs on cifar10-mini for every masking strategy.")
-    p.add_argument("--out", required=True, help="folder: one run folder per strategy, plus the report")
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    p.add_argument("--out", required=True, help="folder: one run folder per run, plus the report")
+    p.add_argument("--strategies", nargs="+", default=None, choices=STRATEGIES,
+                   help="runs named after their strategy (default: all five, unless --variant is given)")
+    p.add_argument("--variant", nargs="+", action="append", metavar="ARG",
+                   help="NAME STRATEGY [KEY=VALUE ...]: an extra run NAME of STRATEGY with its own overrides "
+                        "(repeatable; the shared KEY=VALUE overrides go before the first --variant)")
     p.add_argument("--preset-prefix", default="cifar10mini", help="presets <prefix>_<strategy> (default: cifar10mini)")
     p.add_argument("--epochs", type=int, default=None, help="override the presets' 100 epochs")
     p.add_argument("--max-steps", type=int, default=None, help="stop each run early (plumbing checks)")
@@ -162,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="only gather the existing runs' logs")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="passed to every run")
     args = p.parse_args(argv)
+    args.runs = plan_runs(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     walls = {} if args.report_only else train_all(args, out)
     curves = {}
-    for s in args.strategies:
+    for s in args.runs:
         try:
             curves[s] = load_curve(out / s, args.metric, label=s)
         except Exception as exc:  # a failed run: report the others
@@ -174,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if not curves:
         return 1
     lines = table(curves, args.metric, args.overrides)
-    state = health(out, args.strategies, args)
+    state = health(out, list(args.runs), args)
     if state:
         lines += ["", "Training state at the last epoch of each run (mean over the epoch's iterations):", ""] + state
     print("\n".join(lines))

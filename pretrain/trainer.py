@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections import defaultdict
@@ -155,6 +156,28 @@ def build_step_state(cfg: PretrainConfig, spec: ArchSpec, device: torch.device) 
                      optimizer=build_optimizer(cfg.optimizer, param_groups(student_net)),
                      scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
                      ema_student=ema_s, ema_teacher=ema_t, device=device, amp_dtype=amp_dtype, rank=dist.rank())
+
+
+UNIFORM_MARGIN = 0.3  # nats below ln K
+ONE_HOT_ENTROPY = 0.5  # nats
+
+
+def collapse_warning(stats: dict[str, float], cfg: PretrainConfig, epochs_done: int) -> str | None:
+    """A message when the teacher's CLS distribution has collapsed after the temperature warm-up: mean
+    entropy within ``UNIFORM_MARGIN`` of ln K (uniform: centering dominates sharpening, the CLS loss
+    stays near ln K and teaches little) or below ``ONE_HOT_ENTROPY`` (one prototype wins)."""
+    entropy = stats.get("teacher_entropy")
+    if entropy is None or epochs_done <= cfg.warmup_teacher_temp_epochs:
+        return None
+    ln_k = math.log(cfg.out_dim)
+    if entropy > ln_k - UNIFORM_MARGIN:
+        return (f"the teacher's CLS outputs are near uniform after epoch {epochs_done} (mean entropy {entropy:.2f} "
+                f"of ln K = {ln_k:.2f}, CLS loss {stats.get('cls', float('nan')):.2f}): the CLS objective teaches "
+                "little; consider a lower teacher_temp or a smaller out_dim")
+    if entropy < ONE_HOT_ENTROPY:
+        return (f"the teacher's CLS outputs are near one-hot after epoch {epochs_done} (mean entropy {entropy:.2f}, "
+                f"max probability {stats.get('teacher_max_prob', float('nan')):.2f}): consider a higher teacher_temp")
+    return None
 
 
 def loss_key(cfg: PretrainConfig) -> str:
@@ -310,6 +333,7 @@ class Trainer:
         try:
             if knn is not None and step == 0:
                 summary.knn = evaluate(0, 0)  # the initialisation: the curve's starting point
+            warned = False
             while step < total:
                 epoch, skip = divmod(step, iters)
                 sampler.set_epoch(epoch, skip)
@@ -349,6 +373,11 @@ class Trainer:
                 summary.last_epoch_stats = stats
                 if epoch_done:
                     runlog.write("epoch", step, {"epoch": epoch + 1, **stats})
+                    warning = collapse_warning(stats, cfg, epoch + 1)
+                    if warning and not warned:
+                        warned = True  # once per run; the epoch entries keep the numbers
+                        log.warning(warning)
+                        runlog.write("warning", step, {"epoch": epoch + 1, "message": warning})
                     if knn is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1):
                         summary.knn = evaluate(step, epoch + 1)
                     keep = cfg.saveckp_freq and epoch % cfg.saveckp_freq == 0 and epoch

@@ -20,7 +20,7 @@ from attmask.pretrain.checkpoints import export_backbone
 from attmask.pretrain.cli import main
 from attmask.pretrain.curves import load_curve, plot_curves, summary_table
 from attmask.pretrain.runlog import read_log
-from attmask.pretrain.trainer import Trainer, TrainSummary
+from attmask.pretrain.trainer import Trainer, TrainSummary, collapse_warning
 from attmask.pretrain.visualize import visualize
 
 from .helpers import tiny
@@ -158,3 +158,17 @@ def test_cli_bad_input_is_one_line(short_run: tuple[Path, TrainSummary], tmp_pat
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_collapse_warning_names_uniform_and_one_hot_teachers() -> None:
+    cfg = tiny(out_dim=8192, warmup_teacher_temp_epochs=30)
+    ln_k = math.log(8192)
+    uniform = {"teacher_entropy": 8.84, "cls": 8.92, "teacher_max_prob": 0.002}  # the H200 cifar10-mini runs
+    assert collapse_warning(uniform, cfg, 30) is None  # still warming the temperature up
+    message = collapse_warning(uniform, cfg, 31)
+    assert message and "near uniform" in message and f"{ln_k:.2f}" in message
+    one_hot = {"teacher_entropy": 0.2, "cls": 0.3, "teacher_max_prob": 0.97}
+    assert "near one-hot" in collapse_warning(one_hot, cfg, 40)
+    assert collapse_warning({"teacher_entropy": ln_k - 0.31, "cls": 8.0}, cfg, 40) is None
+    assert collapse_warning({"teacher_entropy": 0.51}, cfg, 40) is None
+    assert collapse_warning({"loss": 1.0}, cfg, 40) is None  # statistics without the monitor
