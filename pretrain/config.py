@@ -108,8 +108,7 @@ class PretrainConfig:
     blur_radius: list[float] = field(default_factory=lambda: [0.1, 2.0])
     solarize_prob: float = 0.2  # globals after the first
     crop_interpolation: str = "bicubic"
-    augment_on: str = "loader"  # loader: PIL in the data-loader workers (the reference) | device: batched on the
-    #                             training device, images held there (one image size; see pretrain/batch_augment.py)
+    augment_on: str = "loader"  # loader: PIL in loader workers, as the reference | device: batched on the device (one image size)
     # -- data ----------------------------------------------------------------------------------------
     dataset: str | None = None  # registry name (configs/datasets.yaml), resolved under $ATTMASK_DATA
     data_path: str | None = None  # or a folder holding <train_split>/<class>/<image>
