@@ -109,11 +109,11 @@ class FeatureSet:
     paths: np.ndarray  # [N] unicode, relative to the index root
 
 
-def autocast_for(device: torch.device) -> torch.autocast:
-    """fp16 autocast on CUDA (features are returned in float32); disabled elsewhere."""
-    if device.type == "cuda":
+def autocast_for(device: torch.device, enabled: bool = True) -> torch.autocast:
+    """fp16 autocast on CUDA unless ``enabled`` is false (features are returned in float32); disabled elsewhere."""
+    if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cpu", enabled=False)
+    return torch.autocast(device.type, enabled=False)
 
 
 def extract_features(model: nn.Module, index: ImageIndex, transform: EvalTransform, layers: str,
@@ -139,7 +139,7 @@ def extract_features(model: nn.Module, index: ImageIndex, transform: EvalTransfo
     with torch.inference_mode():
         for images, _labels, pos in bar:
             images = images.to(device, non_blocking=True)
-            with autocast_for(device) if amp else torch.autocast(device.type, enabled=False):
+            with autocast_for(device, amp):
                 out = forward_layers(model, images, layers)
             feats.append(out.float().cpu())
             pos_out.append(pos)

@@ -68,14 +68,15 @@ def build_classifier(ctx: RunContext, num_classes: int, size: int, drop_path: fl
 
 
 def evaluate(model: nn.Module, index: ImageIndex, transform: EvalTransform, device: torch.device,
-             batch_size: int, num_workers: int) -> tuple[float, float]:
-    """Top-1 / top-5 (k capped at C) in percent over the whole ``index``; shards summed under torchrun."""
+             batch_size: int, num_workers: int, amp: bool = True) -> tuple[float, float]:
+    """Top-1 / top-5 (k capped at C) in percent over the whole ``index``; shards summed under torchrun;
+    fp16 autocast on CUDA unless ``amp`` is false (``--no-amp``: fp32 throughout)."""
     positions = list(range(dist.rank(), len(index), dist.world_size()))
     loader = DataLoader(ImageListDataset(index, transform, positions), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     counts = torch.zeros(3, dtype=torch.float64, device=device)
     model.eval()
-    with torch.no_grad(), autocast_for(device):
+    with torch.no_grad(), autocast_for(device, amp):
         for images, labels, _ in loader:
             logits = model(images.to(device, non_blocking=True)).float()
             y = labels.to(device)
@@ -212,7 +213,8 @@ class FinetuneTask(Task):
             ctx.images_seen += len(loader) // (per_process // micro) * per_process
             entry: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "lr": opt.param_groups[0]["lr"]}
             if epoch % recipe.eval_freq == 0 or epoch + 1 == recipe.epochs:
-                top1, top5 = evaluate(model, data.test, data.transform, device, eval_batch, ctx.num_workers)
+                top1, top5 = evaluate(model, data.test, data.transform, device, eval_batch, ctx.num_workers,
+                                      amp=recipe.amp)
                 entry.update(top1=top1, top5=top5)
                 if top1 > best["top1"]:
                     best = {"epoch": epoch + 1, "top1": top1}
@@ -226,7 +228,7 @@ class FinetuneTask(Task):
         result: dict[str, Any] = {"history": history, "best_epoch": best["epoch"]}
         if ema is not None:
             result["ema_top1_last"], _ = evaluate(ema.module, data.test, data.transform, device, eval_batch,
-                                                  ctx.num_workers)
+                                                  ctx.num_workers, amp=recipe.amp)
         name = records.record_stem(self.name, plan.dataset, p)
         history_name = f"{name}.history.json"
         if dist.is_main():

@@ -11,7 +11,13 @@ import torch
 from attmask.eval.checkpoint import load_backbone
 from attmask.eval.cli import main
 from attmask.eval.datasets import index_image_folder, index_images
-from attmask.eval.features import default_linear_layers, extract_features, forward_layers, intermediate_layers
+from attmask.eval.features import (
+    autocast_for,
+    default_linear_layers,
+    extract_features,
+    forward_layers,
+    intermediate_layers,
+)
 from attmask.eval.transforms import EvalTransform
 
 from .helpers import mini_image_folder
@@ -93,3 +99,9 @@ def test_unreadable_image_is_bad_input(model: torch.nn.Module, tmp_path: Path, d
 
     with pytest.raises(BadInput, match="broken.jpg: cannot read image"):
         extract_features(model, index_image_folder(folder / "test"), SMALL, "cls", torch.device("cpu"), progress=False)
+
+
+def test_autocast_follows_the_amp_switch() -> None:
+    """--no-amp means fp32 on CUDA too (fine-tuning's evaluation used fp16 regardless before)."""
+    assert autocast_for(torch.device("cuda"), enabled=False)._enabled is False
+    assert autocast_for(torch.device("cpu"))._enabled is False
