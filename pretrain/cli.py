@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="option overrides, values in YAML syntax (e.g. pred_shape=attmask_hint lr=1e-3 "
-                        "global_crops_scale=[0.32,1]); dotted keys address nested YAML")
+                        "global_crops_scale=[0.32,1]); the keys are listed below")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("export", help="write a backbone-only checkpoint ({'state_dict': ...})")

@@ -29,7 +29,6 @@ from attmask.eval.resources import find_config, load_yaml
 
 PRESET_KIND = "pretrain"
 AUGMENT_ON = ("loader", "device")
-META_KEYS = ("base", "reference", "description")
 ATTMASK_SHAPES = ("attmask_high", "attmask_low", "attmask_hint")
 PRED_SHAPES = (*ATTMASK_SHAPES, "rand", "block", "none")
 PRED_SHAPE_ALIASES = {"random": "rand"}
@@ -331,31 +330,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             raise BadInput(None, f"override {item!r}: value is not valid YAML") from None
-        _set_dotted(out, key, value)
-    return out
-
-
-def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    for part in parts[:-1]:
-        target = target.setdefault(part, {})
-        if not isinstance(target, dict):
-            raise BadInput(None, f"override {key!r}: {part!r} is not a section")
-    target[parts[-1]] = value
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[key] = value
     return out
 
 
 def load_config(name_or_path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> LoadedConfig:
-    """Resolve a preset name or YAML path, apply overrides (nested via dotted keys), validate."""
+    """Resolve a preset name or YAML path, apply overrides (flat keys, as the configuration), validate."""
     values, reference, path = _read_preset(name_or_path)
     overrides = dict(overrides or {})
-    merged = _merge(values, overrides)
+    merged = {**values, **overrides}
     changed = {k for k in overrides if merged.get(k) != values.get(k)}
     cfg = build_config(merged, source=str(path))
     return LoadedConfig(config=cfg, source=str(name_or_path), path=path, reference=reference and not changed,

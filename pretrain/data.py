@@ -33,10 +33,16 @@ from .masking import block_mask, draw_pred_ratio, random_mask
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
 
 
+def mixed_seed(*words: int) -> int:
+    """A 63-bit seed mixed from ``words`` (NumPy ``SeedSequence``): one per (seed, epoch, index) sample
+    here, one per (seed, rank, step, stream) in the training step."""
+    state = np.random.SeedSequence(list(words)).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed for one sample of one epoch (NumPy ``SeedSequence`` mixing)."""
-    words = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
+    """The seed of one sample of one epoch."""
+    return mixed_seed(seed, epoch, index)
 
 
 def crop_mask(pred_shape: str, grid: tuple[int, int], ratio: float, generator: torch.Generator,
@@ -54,10 +60,10 @@ class MultiCropDataset(Dataset):
     label); with ``augment_on: device`` -> (i as a 0-d int64 tensor, [0], masks, label): the step makes
     the crops on the device (``batch_augment.DeviceMultiCrop``)."""
 
-    def __init__(self, index: ImageIndex, cfg: PretrainConfig, seed: int | None = None) -> None:
+    def __init__(self, index: ImageIndex, cfg: PretrainConfig) -> None:
         self.index = index
         self.augment = MultiCropAugmentation(cfg) if cfg.augment_on == "loader" else None
-        self.seed = cfg.seed if seed is None else seed
+        self.seed = cfg.seed
         self.per_crop_masks = cfg.masks_student and cfg.pred_shape in ("rand", "block")
         self.pred_shape = cfg.pred_shape
         grid = cfg.global_crops_size // cfg.patch_size
@@ -108,13 +114,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
     ``iters_per_epoch · batch_size`` positions that complete batches are yielded.
     """
 
-    def __init__(self, size: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True) -> None:
+    def __init__(self, size: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
         if size < world_size * batch_size:
             raise BadInput(None, f"{size} training images cannot fill one batch of {batch_size} on each of "
                                  f"{world_size} process(es): lower batch_size_per_gpu")
         self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.rank, self.world_size = rank, world_size
         self.per_rank = -(-size // world_size)
         self.epoch = 0
         self.skip_batches = 0
@@ -129,11 +134,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.epoch, self.skip_batches = epoch, skip_batches
 
     def rank_indices(self, epoch: int) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + epoch)
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
         total = self.per_rank * self.world_size
         order += order[: total - len(order)]
         return order[self.rank:total:self.world_size]

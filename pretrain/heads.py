@@ -88,7 +88,6 @@ class iBOTHead(nn.Module):  # the reference name
         self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, nlayers, act)
         self.apply(self._init_weights)
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, norm_last_layer)
-        self.shared = shared_head
         if patch_out_dim is None:
             self.last_layer2 = None
         elif shared_head:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NO_DECAY_GROUP = 1  # index of the group without weight decay
-
 
 def param_groups(model: nn.Module) -> list[dict]:
     """Two groups: decayed weights, and biases + 1-D parameters (norms) without weight decay.

@@ -58,10 +58,6 @@ class RunLog:
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k != "step":
                     self._writer.add_scalar(f"{kind}/{k}", v, step)
 
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

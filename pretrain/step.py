@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +30,7 @@ from attmask.eval import distributed as dist
 
 from .batch_augment import DeviceMultiCrop
 from .config import PretrainConfig
-from .data import crop_major
+from .data import crop_major, mixed_seed
 from .heads import masked_rows
 from .losses import DINOLoss, iBOTLoss
 from .masking import attmask, draw_pred_ratio
@@ -40,8 +39,8 @@ from .optim import cancel_last_layer_gradients, clip_gradients, ema_update, set_
 
 
 def step_seed(seed: int, rank: int, step: int, stream: int) -> int:
-    words = np.random.SeedSequence([seed, rank, step, stream]).generate_state(2, dtype=np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
+    """The seed of one random stream (drop-path, ratios, masks, crops) of one step on one rank."""
+    return mixed_seed(seed, rank, step, stream)
 
 
 class NonFiniteLoss(RuntimeError):
