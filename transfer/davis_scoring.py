@@ -23,9 +23,9 @@ from attmask.eval.checkpoint import sha256_file
 from attmask.eval.errors import BadInput
 
 from .davis_io import VOID, DavisLayout, read_label_png
-from .davis_metrics import ObjectScore, PredictionError, score_sequence
+from .davis_metrics import METRIC_NAMES, ObjectScore, PredictionError, score_sequence
 
-CSV_COLUMNS = ("sequence", "J&F_mean", "J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay", "frames")
+CSV_COLUMNS = ("sequence", *METRIC_NAMES, "frames")
 
 
 @dataclass
