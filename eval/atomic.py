@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a killed writer) never sees a half-written file.
+"""Atomic file writes: a reader (or a killed writer) never sees a half-written file; and the
+matching JSON read that turns an unreadable or malformed file into one ``BadInput`` line.
 
 Everything is written to a temporary file in the destination folder, flushed and fsync'ed,
 then moved into place with ``os.replace`` (atomic on POSIX within one file system).
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import BadInput
 
 
 @contextlib.contextmanager
@@ -40,6 +43,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike[str], what: str = "") -> Any:
+    """The parsed JSON of ``path``; ``BadInput`` naming the file when it cannot be read or parsed
+    (``what`` names the expected content in the message, e.g. "COCO results JSON")."""
+    p = Path(path)
+    if what and not p.is_file():
+        raise BadInput(p, f"no such file (expected {what})")
+    try:
+        return json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(p, f"cannot read {what or 'file'} ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise BadInput(p, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import jsonschema
 
-from .atomic import atomic_write_json
+from .atomic import atomic_write_json, read_json
 from .errors import BadInput
 from .resources import config_root
 
@@ -75,12 +75,7 @@ def write(run_dir: str | os.PathLike[str], record: dict[str, Any]) -> Path:
 
 def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate one record; a malformed one is a BadInput naming the file."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(path, f"cannot read record ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    record = read_json(path, "record")
     try:
         validate(record)
     except jsonschema.ValidationError as exc:

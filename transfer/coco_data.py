@@ -13,10 +13,10 @@ annotation file, in file order: that is the order mmdet's ``CocoDataset`` gives 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from attmask.eval.atomic import read_json
 from attmask.eval.datasets import dataset_or_folder, registry_name_for
 from attmask.eval.errors import BadInput
 
@@ -53,12 +53,7 @@ def split_paths(root: Path, name: str) -> CocoSplit:
 
 def read_categories(ann_file: Path) -> tuple[tuple[str, ...], int]:
     """Category names of a COCO instances file, in file order (each unique), and its image count."""
-    try:
-        data = json.loads(ann_file.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(ann_file, f"cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(ann_file, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json(ann_file)
     cats = data.get("categories") if isinstance(data, dict) else None
     if not cats:
         raise BadInput(ann_file, "no categories: not a COCO instances file")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from attmask.eval.atomic import read_json
 from attmask.eval.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,7 @@ def _quiet(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, str]:
 def load_ground_truth(path: str | os.PathLike[str]) -> COCO:
     """Read a COCO instances file (``images``, ``annotations``, ``categories``) into a ``COCO`` API."""
     p = Path(path)
-    if not p.is_file():
-        raise BadInput(p, "no such file (expected COCO instances JSON)")
-    try:
-        dataset = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(p, f"cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(p, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    dataset = read_json(p, "COCO instances JSON")
     if not isinstance(dataset, dict):
         raise BadInput(p, "not COCO ground truth: expected an object with images, annotations, categories")
     missing = [k for k in ("images", "annotations", "categories") if k not in dataset]
@@ -89,14 +82,7 @@ def coco_from_dataset(dataset: dict[str, Any], source: str = "ground truth") -> 
 def load_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read a COCO results file: a JSON list of ``{image_id, category_id, score, bbox|segmentation}``."""
     p = Path(path)
-    if not p.is_file():
-        raise BadInput(p, "no such file (expected COCO results JSON)")
-    try:
-        results = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(p, f"cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(p, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    results = read_json(p, "COCO results JSON")
     check_results(results, source=str(p))
     return results
 

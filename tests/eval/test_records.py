@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from attmask.eval import records
+from attmask.eval.errors import BadInput
 from attmask.eval.options import add_task_arguments
 from attmask.eval.runner import run_task
 
@@ -119,3 +120,18 @@ def test_find_records_reads_recursively_and_reports_bad_files(tmp_path: Path) ->
 
     with pytest.raises(BadInput, match="not a valid attmask record"):
         list(records.find_records(tmp_path))
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "no such file (expected record)"),
+    (b"{\"task\": ", "not valid JSON (Expecting value at line 1)"),
+    (b"\xff\xfe\x00", "cannot read record"),
+    (b"[1, 2]", "not a valid attmask record"),
+])
+def test_unreadable_records_are_one_line_bad_input(tmp_path: Path, content: bytes | None, problem: str) -> None:
+    path = tmp_path / "r.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(BadInput) as info:
+        records.read(path)
+    assert str(info.value).startswith(f"{path}: {problem}")
