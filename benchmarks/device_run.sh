@@ -10,9 +10,10 @@
 #            per run; default 2 with AUGMENT=device, else 16 / number of runs);
 #            VARIANTS ("NAME STRATEGY KEY=VALUE ...; NAME ..." : extra runs with their own overrides, e.g. the ablation
 #            of the gap to the reference's random-masking curve:
-#              VARIANTS="rand_loader rand augment_on=loader num_workers=8; rand_dino rand loss=dino;
-#                        rand_temp04 rand teacher_temp=0.04 teacher_patch_temp=0.04; rand_k1024 rand out_dim=1024"
-#              STRATEGIES=rand  -> five runs at once);
+#              VARIANTS="rand_loader rand augment_on=loader num_workers=6; rand_m099 rand momentum_teacher=0.99;
+#                        rand_temp04 rand teacher_temp=0.04 teacher_patch_temp=0.04; rand_dino rand loss=dino;
+#                        rand_k1024 rand out_dim=1024"  STRATEGIES=rand  -> six runs at once, about 50 epochs in
+#              400 s; a second call finishes them);
 #            DEVICE=cpu STEP=0 EXTRA="subset=20 ..." make a quick dry run on this machine with .venv/bin first on PATH
 #   back:    cp -r <files_at>/pretrain_cifar runs/ && tar xzf runs/pretrain_cifar/logs.tar.gz -C runs/pretrain_cifar &&
 #            .venv/bin/python benchmarks/pretrain_cifar.py --report-only --out runs/pretrain_cifar --strategies <the runs>

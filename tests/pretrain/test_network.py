@@ -1,13 +1,17 @@
-"""Student / teacher network: the patch modes agree with projecting every token."""
+"""Student / teacher network: the patch modes agree with projecting every token, in outputs and gradients."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from attmask.eval.arch import ArchSpec
-from attmask.pretrain.heads import iBOTHead
+from attmask.pretrain.heads import iBOTHead, masked_rows
+from attmask.pretrain.losses import iBOTLoss
 from attmask.pretrain.network import PretrainNet
 from attmask.pretrain.vit import build_backbone
+
+from .test_losses import reference_ibot
 
 SPEC = ArchSpec(embed_dim=32, depth=2, num_heads=2, patch_size=8, img_size=32)
 
@@ -53,3 +57,32 @@ def test_masks_change_only_the_masked_crops() -> None:
     torch.testing.assert_close(a.cls[1], b.cls[1])  # crop 1 unmasked: unchanged
     assert not torch.allclose(a.cls[0], b.cls[0])  # crop 0 lost a token's content
     assert a.cls_attention.shape == (2, 16) and a.num_patches == 16 and b.cls_attention is None
+
+
+def test_student_gradients_equal_the_reference_formulation() -> None:
+    """Projecting only the masked tokens (our student) gives the gradients of the reference's way:
+    the head on every token, the iBOT loss over full patch tensors weighted by the masks."""
+    B, G, L, K = 3, 2, 2, 20
+    g = torch.randn(G * B, 3, 32, 32)
+    loc = torch.randn(L * B, 3, 16, 16)
+    masks = torch.rand(G * B, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.4
+    t_cls, t_patch = torch.randn(G * B, K), torch.randn(G * B, 16, K)
+    grads = []
+    for ours in (True, False):
+        net = make(True).train()
+        torch.manual_seed(5)  # the same drop-path draws in both passes
+        if ours:
+            out = net(g, loc, masks, patch="masked")
+            loss_fn = iBOTLoss(K, K, G, teacher_temps=np.array([0.05]), teacher_patch_temps=np.array([0.06]))
+            loss = loss_fn(out.cls, out.patch, t_cls, masked_rows(t_patch, masks), t_patch.mean(1), masks,
+                           epoch=0)["loss"]
+        else:
+            out = net(g, loc, masks, patch="all")
+            l1, l2 = reference_ibot(out.cls, out.patch, t_cls, t_patch, masks, torch.zeros(1, K),
+                                    torch.zeros(1, 1, K), G, 0.05, 0.06)
+            loss = l1 + l2
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][name], rtol=1e-4, atol=1e-6, msg=name)
