@@ -12,8 +12,8 @@
 #            of the gap to the reference's random-masking curve:
 #              VARIANTS="rand_loader rand augment_on=loader num_workers=6; rand_m099 rand momentum_teacher=0.99;
 #                        rand_temp04 rand teacher_temp=0.04 teacher_patch_temp=0.04; rand_dino rand loss=dino;
-#                        rand_k1024 rand out_dim=1024"  STRATEGIES=rand  -> six runs at once, about 50 epochs in
-#              400 s; a second call finishes them);
+#                        rand_k1024 rand out_dim=1024"  -> five runs at once (STRATEGIES is empty when VARIANTS is
+#              set), 50-60 epochs in 400 s; a second call without carry, timeout_s 330, finishes them);
 #            DEVICE=cpu STEP=0 EXTRA="subset=20 ..." make a quick dry run on this machine with .venv/bin first on PATH
 #   back:    cp -r <files_at>/pretrain_cifar runs/ && tar xzf runs/pretrain_cifar/logs.tar.gz -C runs/pretrain_cifar &&
 #            .venv/bin/python benchmarks/pretrain_cifar.py --report-only --out runs/pretrain_cifar --strategies <the runs>
