@@ -159,11 +159,12 @@ def health(out: Path, strategies: list[str], args: argparse.Namespace) -> list[s
     lines = ["| run | epochs | loss | CLS loss | patch loss | teacher entropy (ln K) | teacher max prob | images/s |",
              "|---|---|---|---|---|---|---|---|"]
     for s in strategies:
-        epochs = read_log(out / s, "epoch") if (out / s / "log.jsonl").is_file() else []
+        entries = read_log(out / s)  # one read per run ([] without a log)
+        epochs = [e for e in entries if e.get("kind") == "epoch"]
         if not epochs:
             continue
         last = epochs[-1]
-        speeds = sorted(e["images_per_s"] for e in read_log(out / s, "train") if "images_per_s" in e)
+        speeds = sorted(e["images_per_s"] for e in entries if e.get("kind") == "train" and "images_per_s" in e)
         strategy, extra = args.runs[s]
         k = load_config(f"{args.preset_prefix}_{strategy}", parse_overrides(list(args.overrides) + extra)).config.out_dim
         ips = f"{speeds[len(speeds) // 2]:.0f}" if speeds else ""

@@ -176,8 +176,9 @@ class FewShotTask(Task):
         labels = np.asarray(pool_index.labels)
         need = p["window"] + held  # every class must fill the windows (and the held-out images)
         counts = np.bincount(labels, minlength=num_classes)
-        if counts[np.unique(labels)].min() < need:
-            worst = int(np.argmin(counts))
+        present = np.unique(labels)  # the sampler's classes (an empty class folder has no images to draw)
+        worst = int(present[np.argmin(counts[present])])
+        if counts[worst] < need:
             raise BadInput(base.train_folder / pool_index.classes[worst],
                            f"{counts[worst]} images, but {need} per class are needed "
                            f"(shots {p['shots']}{f', {held} held out' if held else ''})")

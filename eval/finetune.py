@@ -89,7 +89,6 @@ def evaluate(model: nn.Module, index: ImageIndex, transform: EvalTransform, devi
     return float(100.0 * counts[0] / counts[2]), float(100.0 * counts[1] / counts[2])
 
 
-
 class FinetuneTask(Task):
     name = "finetune"
     help = "fine-tune the whole backbone with the DeiT recipe (AttMask's CIFAR-10/100 setting)"
@@ -260,8 +259,7 @@ class FinetuneTask(Task):
                 images, targets = mix(images, labels)
             last = (i + 1) % micro_per_step == 0
             with (contextlib.nullcontext() if last or not ddp else model.no_sync()):
-                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp) if device.type == "cuda" \
-                        else contextlib.nullcontext():
+                with autocast_for(device, use_amp):
                     loss = loss_fn(model(images), targets) / micro_per_step
                 scaler.scale(loss).backward()
             step_loss += float(loss.detach())

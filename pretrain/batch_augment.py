@@ -29,6 +29,7 @@ one size. Randomness comes from the generator the step passes in (seeded from se
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -201,6 +202,27 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Te
     return y.view(n, c, h, w)
 
 
+@dataclass(frozen=True)
+class CropGroup:
+    """Crops made alike: ``count`` views of ``size`` px from ``scale``, with per-view blur and
+    solarisation probabilities (tensors [count] on the device, built once)."""
+
+    count: int
+    size: int
+    scale: tuple[float, float]
+    blur_prob: torch.Tensor
+    solarize_prob: torch.Tensor
+    blurs: bool  # any view may be blurred
+    solarises: bool
+
+
+def crop_group(count: int, size: int, scale: list[float], blur_p: list[float], solarize_p: list[float],
+               device: torch.device) -> CropGroup:
+    return CropGroup(count, size, (scale[0], scale[1]), torch.tensor(blur_p, device=device),
+                     torch.tensor(solarize_p, device=device), any(p > 0 for p in blur_p),
+                     any(p > 0 for p in solarize_p))
+
+
 class DeviceMultiCrop:
     """``aug(indices, generator)`` -> (globals [B, G, 3, Hg, Wg], locals [B, L, 3, h, w]), normalised,
     for the images ``indices`` of ``images`` (uint8 [N, 3, H, W] on the training device)."""
@@ -215,32 +237,33 @@ class DeviceMultiCrop:
         device = images.device
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-
-    def __call__(self, indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.cfg
-        idx = indices.to(self.images.device)
         g_n, l_n = cfg.global_crops_number, cfg.local_crops_number
         blur1, blur2, blur_local = cfg.blur_prob
-        globals_ = self.crops(idx, g_n, cfg.global_crops_size, tuple(cfg.global_crops_scale),
-                              [blur1] + [blur2] * (g_n - 1), [0.0] + [cfg.solarize_prob] * (g_n - 1), gen)
-        if l_n:
-            locals_ = self.crops(idx, l_n, cfg.local_crops_size, tuple(cfg.local_crops_scale),
-                                 [blur_local] * l_n, [0.0] * l_n, gen)
+        self.globals = crop_group(g_n, cfg.global_crops_size, cfg.global_crops_scale, [blur1] + [blur2] * (g_n - 1),
+                                  [0.0] + [cfg.solarize_prob] * (g_n - 1), device)
+        self.locals = crop_group(l_n, cfg.local_crops_size, cfg.local_crops_scale, [blur_local] * l_n,
+                                 [0.0] * l_n, device)
+
+    def __call__(self, indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = indices.to(self.images.device)
+        globals_ = self.crops(idx, self.globals, gen)
+        if self.locals.count:
+            locals_ = self.crops(idx, self.locals, gen)
         else:
-            size = cfg.local_crops_size
+            size = self.locals.size
             locals_ = torch.empty(len(idx), 0, 3, size, size, device=self.images.device)
         return globals_, locals_
 
-    def crops(self, idx: torch.Tensor, count: int, size: int, scale: tuple[float, float], blur_p: list[float],
-              solarize_p: list[float], gen: torch.Generator) -> torch.Tensor:
-        """[B, count, 3, size, size]: ``count`` views of each image (rows crop-major inside)."""
+    def crops(self, idx: torch.Tensor, group: CropGroup, gen: torch.Generator) -> torch.Tensor:
+        """[B, count, 3, size, size]: ``group.count`` views of each image (rows crop-major inside)."""
         cfg = self.cfg
+        count, size = group.count, group.size
         b = idx.shape[0]
         n = b * count
         device = self.images.device
         _, _, height, width = self.images.shape
         src = self.images.index_select(0, idx).float().div_(255).repeat(count, 1, 1, 1)  # crop-major rows
-        boxes = resized_crop_params(n, height, width, scale, gen)
+        boxes = resized_crop_params(n, height, width, group.scale, gen)
         flips = torch.rand(n, generator=gen, device=device) < cfg.flip_prob
         x = F.grid_sample(src, crop_grid(boxes, flips, size, height, width), mode=self.mode,
                           padding_mode="border", align_corners=False).clamp_(0, 1)
@@ -262,16 +285,13 @@ class DeviceMultiCrop:
         gray = torch.rand(n, generator=gen, device=device) < cfg.grayscale_prob
         x = torch.where(gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
 
-        per_crop = torch.arange(count, device=device).repeat_interleave(b)  # the crop number of each row
-        blur_prob = torch.tensor(blur_p, device=device)[per_crop]
-        blur = torch.rand(n, generator=gen, device=device) < blur_prob
+        blur = torch.rand(n, generator=gen, device=device) < group.blur_prob.repeat_interleave(b)  # crop-major rows
         sigma = _uniform(n, cfg.blur_radius[0], cfg.blur_radius[1], gen, device).clamp_min(1e-3)
-        if any(p > 0 for p in blur_p):
+        if group.blurs:
             x = torch.where(blur.view(-1, 1, 1, 1), gaussian_blur(x, sigma, self.blur_radius_px), x)
 
-        solar_prob = torch.tensor(solarize_p, device=device)[per_crop]
-        solar = torch.rand(n, generator=gen, device=device) < solar_prob
-        if any(p > 0 for p in solarize_p):
+        solar = torch.rand(n, generator=gen, device=device) < group.solarize_prob.repeat_interleave(b)
+        if group.solarises:
             x = torch.where(solar.view(-1, 1, 1, 1) & (x >= SOLARIZE_THRESHOLD), 1 - x, x)
 
         x = (x - self.mean) / self.std

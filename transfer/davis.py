@@ -78,10 +78,6 @@ def _label(args: argparse.Namespace, layout: DavisLayout) -> str:
     return registry_name_for(layout.root, "davis") or layout.root.resolve().name
 
 
-def _stem(task: str, plan: Plan) -> str:
-    return record_stem(task, plan.dataset, plan.protocol)
-
-
 def _write_manifest(ctx: RunContext, stem: str, scored: ScoredFolder, results_root: Path,
                     layout: DavisLayout) -> tuple[list[dict[str, Any]], str]:
     """``inputs`` entries (results and annotations: one digest each) and a sha256sum manifest file."""
@@ -162,7 +158,7 @@ class DavisTask(Task):
         for seq in seqs:  # fail before any work when a sequence cannot be scored
             evaluated_annotations(layout, seq, args.max_frames)
         model = ctx.backbone().model.to(ctx.device).eval()
-        stem = _stem(self.name, plan)
+        stem = record_stem(self.name, plan.dataset, plan.protocol)
         ctx.out.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".davis-masks-", dir=ctx.out))
         try:
@@ -261,7 +257,7 @@ class DavisScoreTask(Task):
         seqs = select_sequences(layout.sequences(), args.sequences, layout.split_file)
         results = Path(args.results)
         scored = score_folder(layout, results, seqs)
-        stem = _stem(self.record_task, plan)
+        stem = record_stem(self.record_task, plan.dataset, plan.protocol)
         csv_name = f"{stem}-per-sequence.csv"
         write_csv(ctx.file_in_out(csv_name), scored.scores)
         inputs, manifest = _write_manifest(ctx, stem, scored, results, layout)

@@ -27,7 +27,6 @@ import torch
 
 from attmask.eval import distributed as dist
 from attmask.eval.errors import BadInput
-from attmask.eval.records import protocol_hash
 from attmask.eval.resources import config_root, find_config
 
 from .mm_checkpoint import restricted_local_loader
@@ -198,9 +197,6 @@ def recipe(cfg: Any, placeholders: dict[str, str]) -> dict[str, Any]:
         return value
 
     return swap(d)
-
-
-config_sha256 = protocol_hash  # the same canonical-JSON sha256 as every record's protocol
 
 
 def last_checkpoint(work_dir: Path) -> Path | None:

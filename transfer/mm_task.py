@@ -27,7 +27,7 @@ from attmask.eval import distributed as dist
 from attmask.eval.context import RunContext
 from attmask.eval.datasets import registry_name_for
 from attmask.eval.errors import BadInput, TaskFailed
-from attmask.eval.records import record_stem
+from attmask.eval.records import protocol_hash, record_stem
 from attmask.eval.tasks import Plan, Task, TaskResult
 
 from . import mm_runner
@@ -134,7 +134,7 @@ class MMTask(Task):
             "cfg_options": {str(k): v for k, v in (args.cfg_options or {}).items()},
             **self.protocol_extra(cfg, data),
             "config": rec,
-            "config_sha256": mm_runner.config_sha256(rec),
+            "config_sha256": protocol_hash(rec),  # the records' canonical-JSON sha256
             "reference": bool(reference),
         }
         prep = Prepared(preset=preset, cfg=cfg, data=data, protocol=protocol)

@@ -20,7 +20,6 @@ import pytest
 from attmask.eval import records
 from attmask.eval.checkpoint import sha256_file
 from attmask.eval.cli import main
-from attmask.transfer.mm_runner import config_sha256
 
 from .dense_fixtures import tiny_checkpoint
 
@@ -51,7 +50,7 @@ def check_record(record: dict, ckpt: Path, preset: str, head: str) -> None:
     p = record["protocol"]
     assert p["preset"] == preset and p["head"] == head and p["schedule"] == "tiny" and p["iters"] == 2
     assert p["reference"] is False and p["train_split"] == "validation" and p["inference"] == "slide"
-    assert p["config_sha256"] == config_sha256(p["config"])
+    assert p["config_sha256"] == records.protocol_hash(p["config"])
     assert "${DATA}" in json.dumps(p["config"]) and p["config"]["model"]["backbone"]["ckpt"] == "${CKPT}"
     assert record["cost"]["images"] == 2 * 2 + 3
 

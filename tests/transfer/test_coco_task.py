@@ -19,7 +19,6 @@ from attmask.eval import records
 from attmask.eval.checkpoint import sha256_file
 from attmask.eval.cli import main
 from attmask.transfer.coco_metric import metric_names
-from attmask.transfer.mm_runner import config_sha256
 
 from .dense_fixtures import davis_coco, tiny_checkpoint
 
@@ -62,7 +61,7 @@ def check_record(record: dict, ckpt: Path, root: Path, preset: str) -> None:
     assert p["preset"] == preset and p["schedule"] == "tiny" and p["reference"] is False
     assert p["num_classes"] == 3 and p["iou_types"] == ["bbox", "segm"] and p["max_dets"] == [1, 10, 100]
     assert p["layer_decay"] == 0.8 and p["optimizer"] == "AdamW" and p["total_batch_size"] == 2
-    assert p["config_sha256"] == config_sha256(p["config"])
+    assert p["config_sha256"] == records.protocol_hash(p["config"])
     text = json.dumps(p["config"])
     assert str(root) not in text and str(ckpt) not in text  # machine paths are placeholders
     assert p["config"]["model"]["backbone"]["ckpt"] == "${CKPT}"
