@@ -9,11 +9,15 @@
 #            loader workers, which needs about 2,100 CPU core-seconds per 100-epoch run), WORKERS (loader workers
 #            per run; default 2 with AUGMENT=device, else 16 / number of runs);
 #            VARIANTS ("NAME STRATEGY KEY=VALUE ...; NAME ..." : extra runs with their own overrides, e.g. the ablation
-#            of the gap to the reference's random-masking curve:
+#            of the gap to the reference's random-masking curve (no spaces inside a value):
 #              VARIANTS="rand_loader rand augment_on=loader num_workers=6; rand_m099 rand momentum_teacher=0.99;
-#                        rand_temp04 rand teacher_temp=0.04 teacher_patch_temp=0.04; rand_dino rand loss=dino;
-#                        rand_k1024 rand out_dim=1024"  -> five runs at once (STRATEGIES is empty when VARIANTS is
-#              set), 50-60 epochs in 400 s; a second call without carry, timeout_s 330, finishes them);
+#                        rand_temp04 rand teacher_temp=0.04; rand_refdef rand teacher_temp=0.04 out_dim=65536
+#                        shared_head=false norm_last_layer=true global_crops_scale=[0.14,1.0]
+#                        local_crops_scale=[0.05,0.4] pred_ratio_var=0"
+#              -> four runs at once (STRATEGIES is empty when VARIANTS is set; rand_refdef, main_attmask.py's argparse
+#              defaults for everything the benchmark setting leaves open, costs about 1.65 runs: its 65,536-way heads),
+#              about as much GPU work as the five strategies: 50-60 epochs in 400 s; a second call without carry,
+#              timeout_s 330, finishes them);
 #            DEVICE=cpu STEP=0 EXTRA="subset=20 ..." make a quick dry run on this machine with .venv/bin first on PATH
 #   back:    cp -r <files_at>/pretrain_cifar runs/ && tar xzf runs/pretrain_cifar/logs.tar.gz -C runs/pretrain_cifar &&
 #            .venv/bin/python benchmarks/pretrain_cifar.py --report-only --out runs/pretrain_cifar --strategies <the runs>

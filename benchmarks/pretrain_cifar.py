@@ -152,12 +152,19 @@ def table(curves: dict[str, Curve], metric: str, overrides: list[str] | None = N
     return lines
 
 
+def opt(entry: dict, key: str, fmt: str) -> str:
+    """``entry[key]`` formatted, or "" for logs written before the key existed."""
+    return format(entry[key], fmt) if key in entry else ""
+
+
 def health(out: Path, strategies: list[str], args: argparse.Namespace) -> list[str]:
     """Per run, the last epoch's losses and the teacher's CLS distribution against ln K (an entropy
-    near ln K with a CLS loss near ln K means the CLS head has collapsed towards uniform outputs),
-    and the median training throughput."""
-    lines = ["| run | epochs | loss | CLS loss | patch loss | teacher entropy (ln K) | teacher max prob | images/s |",
-             "|---|---|---|---|---|---|---|---|"]
+    near ln K with a CLS loss near ln K means the CLS head has collapsed towards uniform outputs; the
+    spread of its centred logits, near 0, says the same without the temperature), the entropy of its
+    masked-patch targets, and the median training throughput."""
+    lines = ["| run | epochs | loss | CLS loss | patch loss | teacher entropy (ln K) | teacher max prob | "
+             "teacher spread | teacher patch entropy | images/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in strategies:
         entries = read_log(out / s)  # one read per run ([] without a log)
         epochs = [e for e in entries if e.get("kind") == "epoch"]
@@ -169,7 +176,8 @@ def health(out: Path, strategies: list[str], args: argparse.Namespace) -> list[s
         k = load_config(f"{args.preset_prefix}_{strategy}", parse_overrides(list(args.overrides) + extra)).config.out_dim
         ips = f"{speeds[len(speeds) // 2]:.0f}" if speeds else ""
         lines.append(f"| {s} | {last['epoch']} | {last['loss']:.3f} | {last['cls']:.3f} | {last['patch']:.3f} | "
-                     f"{last['teacher_entropy']:.3f} ({math.log(k):.3f}) | {last['teacher_max_prob']:.4f} | {ips} |")
+                     f"{last['teacher_entropy']:.3f} ({math.log(k):.3f}) | {last['teacher_max_prob']:.4f} | "
+                     f"{opt(last, 'teacher_spread', '.4f')} | {opt(last, 'teacher_patch_entropy', '.3f')} | {ips} |")
     return lines if len(lines) > 2 else []
 
 

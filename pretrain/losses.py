@@ -89,6 +89,16 @@ def masked_patch_loss(student_patch: torch.Tensor, teacher_probs: torch.Tensor, 
 
 
 @torch.no_grad()
+def masked_mean_entropy(teacher_probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the patch targets of the M masked tokens (the first M rows of ``teacher_probs``
+    [M', K']; ``masks`` [C, n] bool); 0 when no token is masked. No host synchronisation."""
+    h = entropies(teacher_probs)
+    count = masks.sum()
+    valid = torch.arange(h.shape[0], device=h.device) < count
+    return (h * valid).sum() / count.clamp(min=1)
+
+
+@torch.no_grad()
 def ema_center(center: torch.Tensor, batch_sum: torch.Tensor, count: int, momentum: float) -> torch.Tensor:
     """center·m + mean·(1 - m), the batch mean taken over every process (``batch_sum`` reduced in place)."""
     if dist.is_dist():
@@ -97,10 +107,27 @@ def ema_center(center: torch.Tensor, batch_sum: torch.Tensor, count: int, moment
     return center * momentum + (batch_sum / count) * (1 - momentum)
 
 
-def teacher_stats(probs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Collapse monitors of the teacher's CLS distribution [N, K]: mean entropy and mean max probability."""
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
-    return {"teacher_entropy": entropy.detach(), "teacher_max_prob": probs.max(-1).values.mean().detach()}
+TEACHER_STATS = ("teacher_entropy", "teacher_max_prob", "teacher_spread", "teacher_patch_entropy")
+"""The monitors the losses return besides the loss terms (``teacher_patch_entropy``: iBOT only)."""
+
+
+def entropies(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of every row of ``probs`` [..., K]."""
+    return -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+
+
+@torch.no_grad()
+def teacher_stats(probs: torch.Tensor, logits: torch.Tensor, center: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Collapse monitors of the teacher's CLS outputs: the mean entropy and mean max probability of its
+    targets ``probs`` [N, K], and ``teacher_spread``, the mean over the N crops of the standard deviation
+    over the K prototypes of the centred logits ``logits - center`` (before the temperature).
+
+    The spread does not depend on the temperature schedule: a random head gives about
+    1/sqrt(bottleneck dim) (0.06 for 256), and a spread shrinking towards 0 is the uniform collapse
+    (every crop's centred logits alike, targets uniform whatever the temperature)."""
+    spread = (logits.float() - center).std(dim=-1).mean()
+    return {"teacher_entropy": entropies(probs).mean(), "teacher_max_prob": probs.max(-1).values.mean(),
+            "teacher_spread": spread}
 
 
 class iBOTLoss(nn.Module):  # the reference name
@@ -137,9 +164,10 @@ class iBOTLoss(nn.Module):  # the reference name
         t_patch = teacher_softmax(teacher_patch, self.center2[0], float(self.teacher_patch_temps[epoch]))
         loss_cls = cls_loss(student_cls, t_cls, self.num_global, self.student_temp) * self.lambda1
         loss_patch = masked_patch_loss(student_patch, t_patch, flat, self.student_temp) * self.lambda2
+        stats = teacher_stats(t_cls, teacher_cls, self.center)
+        stats["teacher_patch_entropy"] = masked_mean_entropy(t_patch, flat)
         self.update_center(teacher_cls, teacher_patch_mean)
-        return {"loss": loss_cls + loss_patch, "cls": loss_cls.detach(), "patch": loss_patch.detach(),
-                **teacher_stats(t_cls)}
+        return {"loss": loss_cls + loss_patch, "cls": loss_cls.detach(), "patch": loss_patch.detach(), **stats}
 
     @torch.no_grad()
     def update_center(self, teacher_cls: torch.Tensor, teacher_patch_mean: torch.Tensor) -> None:
@@ -166,9 +194,9 @@ class DINOLoss(nn.Module):
         """``student_cls`` [V·B, K], ``teacher_cls`` [G·B, K]. Updates the center."""
         t_cls = teacher_softmax(teacher_cls, self.center, float(self.teacher_temps[epoch]))
         loss = cls_loss(student_cls, t_cls, self.num_global, self.student_temp)
+        stats = teacher_stats(t_cls, teacher_cls, self.center)
         self.update_center(teacher_cls)
-        return {"loss": loss, "cls": loss.detach(), "patch": torch.zeros((), device=loss.device),
-                **teacher_stats(t_cls)}
+        return {"loss": loss, "cls": loss.detach(), "patch": torch.zeros((), device=loss.device), **stats}
 
     @torch.no_grad()
     def update_center(self, teacher_cls: torch.Tensor) -> None:

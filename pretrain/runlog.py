@@ -3,8 +3,10 @@
 Every line is one JSON object with ``kind``:
 
 - ``train``: every ``log_every`` iterations: ``step``, ``epoch``, ``loss``, ``cls``, ``patch``, ``lr``,
-  ``wd``, ``momentum``, ``mask_ratio`` (fraction of global-crop tokens masked), ``teacher_entropy``,
-  ``teacher_max_prob``, ``images_per_s``, ``mem_mb``;
+  ``wd``, ``momentum``, ``mask_ratio`` (fraction of global-crop tokens masked), the teacher's CLS targets'
+  ``teacher_entropy`` and ``teacher_max_prob``, ``teacher_spread`` (std over the prototypes of its centred
+  CLS logits; near 0 = uniform collapse), ``teacher_patch_entropy`` (iBOT: its masked-token targets),
+  ``images_per_s``, ``mem_mb``;
 - ``epoch``: means of the above over an epoch;
 - ``eval``: the teacher's online k-NN metrics (``top1@k20``, ..., percent) after an epoch;
 - ``stop``: why a run ended early (``--max-steps``, a non-finite loss).

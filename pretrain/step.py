@@ -32,7 +32,7 @@ from .batch_augment import DeviceMultiCrop
 from .config import PretrainConfig
 from .data import crop_major, mixed_seed
 from .heads import masked_rows
-from .losses import DINOLoss, iBOTLoss
+from .losses import TEACHER_STATS, DINOLoss, iBOTLoss
 from .masking import attmask, draw_pred_ratio
 from .network import PretrainNet
 from .optim import cancel_last_layer_gradients, clip_gradients, ema_update, set_schedule_values
@@ -130,13 +130,13 @@ def train_step(st: StepState, batch: tuple[torch.Tensor, ...], *, step: int, epo
             s_out = st.student(g, loc, masks, patch="none")
             losses = st.loss_fn(s_out.cls, t_out.cls, epoch)
 
-    scalars = torch.stack([losses["loss"].detach().float(), losses["cls"].float(), losses["patch"].float(),
-                           losses["teacher_entropy"].float(), losses["teacher_max_prob"].float(),
-                           masks.float().mean() if masks is not None else torch.zeros((), device=st.device)])
+    names = ["loss", "cls", "patch"] + [k for k in TEACHER_STATS if k in losses]
+    scalars = torch.stack([losses[k].detach().float() for k in names]
+                          + [masks.float().mean() if masks is not None else torch.zeros((), device=st.device)])
     scalars = dist.all_reduce_mean(scalars)
-    values = scalars.tolist()
-    if not math.isfinite(values[0]):
-        raise NonFiniteLoss(f"loss is {values[0]} at step {step} (epoch {epoch})")
+    values = dict(zip(names + ["mask_ratio"], scalars.tolist()))
+    if not math.isfinite(values["loss"]):
+        raise NonFiniteLoss(f"loss is {values['loss']} at step {step} (epoch {epoch})")
 
     st.optimizer.zero_grad(set_to_none=True)
     loss = losses["loss"]
@@ -155,5 +155,4 @@ def train_step(st: StepState, batch: tuple[torch.Tensor, ...], *, step: int, epo
         cancel_last_layer_gradients(st.student_net, epoch, cfg.freeze_last_layer)
         st.optimizer.step()
     ema_update(st.ema_student, st.ema_teacher, momentum)
-    return {"loss": values[0], "cls": values[1], "patch": values[2], "teacher_entropy": values[3],
-            "teacher_max_prob": values[4], "mask_ratio": values[5], "pred_ratio": ratio}
+    return {**values, "pred_ratio": ratio}

@@ -39,8 +39,11 @@ def build_backbone(spec: ArchSpec, *, drop_path_rate: float = 0.0, mask_token: b
     """The harness ViT for ``spec`` with an optional zero-initialised ``masked_embed`` [1, D].
 
     ``attn_impl``: ``fused`` (SDPA) or ``explicit`` (softmax(QKᵀ/√d)V; faster on CPU with bf16,
-    ../shared/reference/CPU-PRETRAINING.md). Weights are initialised by timm (trunc-normal 0.02,
-    as the reference ViT).
+    ../shared/reference/CPU-PRETRAINING.md). Weights are initialised by timm: trunc-normal 0.02 for the
+    linear layers and the position embedding, as the reference ViT; the CLS token starts at N(0, 1e-6)
+    where the reference draws trunc-normal 0.02 (trained, with weight decay, from the first step in both;
+    measured on cifar10-mini, 192-d / 4 blocks: random-init teacher k-NN top1@k20 27.93 vs 28.28 with the
+    reference's draw, mean of 4 seeds, within noise).
     """
     vit = build_vit(spec, drop_path_rate=drop_path_rate)
     if mask_token:

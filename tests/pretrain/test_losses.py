@@ -13,6 +13,7 @@ from attmask.pretrain.losses import (
     DINOLoss,
     cls_loss,
     iBOTLoss,
+    masked_mean_entropy,
     masked_patch_loss,
     teacher_softmax,
     teacher_temperature_schedule,
@@ -82,6 +83,19 @@ def test_ibot_loss_module_exact_values_and_centers() -> None:
     h = (ce([0.75, 0.25], [0.75, 0.25]) + math.log(2)) / 2
     assert math.isclose(out["teacher_entropy"].item(), h, rel_tol=1e-5)
     assert math.isclose(out["teacher_max_prob"].item(), 0.625, rel_tol=1e-6)
+    # spread: std over K of the logits centred with the center before its update; crop 0's centred
+    # logits are TAU_T * (ln 3/4, ln 1/4) (std TAU_T ln 3 / sqrt 2), crop 1's are 0
+    assert math.isclose(out["teacher_spread"].item(), TAU_T * math.log(3) / math.sqrt(2) / 2, rel_tol=1e-5)
+    # patch targets of the two masked tokens: [0.9, 0.1] and [1/2, 1/2]
+    assert math.isclose(out["teacher_patch_entropy"].item(), (ce([0.9, 0.1], [0.9, 0.1]) + math.log(2)) / 2,
+                        rel_tol=1e-5)
+
+
+def test_patch_target_entropy_ignores_padding_rows_and_empty_masks() -> None:
+    probs = torch.tensor([[0.5, 0.5], [1.0, 0.0], [0.5, 0.5], [0.5, 0.5]])  # rows 2, 3: padding
+    masks = torch.tensor([[True, False], [False, True]])
+    assert math.isclose(masked_mean_entropy(probs, masks).item(), math.log(2) / 2, rel_tol=1e-6)
+    assert masked_mean_entropy(probs, torch.zeros(2, 2, dtype=torch.bool)).item() == 0.0
 
 
 def reference_ibot(student_cls, student_patch_all, teacher_cls, teacher_patch_all, masks, center, center2,
@@ -142,6 +156,8 @@ def test_dino_loss_exact_and_center() -> None:
                 + ce([0.5, 0.5], [0.5, 0.5]) + ce([0.5, 0.5], [0.25, 0.75])) / 4
     assert math.isclose(out["loss"].item(), expected, rel_tol=1e-6)
     assert out["patch"].item() == 0.0
+    assert math.isclose(out["teacher_spread"].item(), TAU_T * math.log(3) / math.sqrt(2) / 2, rel_tol=1e-5)
+    assert "teacher_patch_entropy" not in out
     torch.testing.assert_close(loss.center, center * 0.9 + 0.1 * t.mean(0, keepdim=True))
     assert set(loss.state_dict()) == {"center"}
 

@@ -47,7 +47,7 @@ def test_short_run_mechanics(short_run: tuple[Path, TrainSummary]) -> None:
     assert [e["step"] for e in train] == list(range(5, MAX_STEPS + 1, 5))
     for e in train:
         for key in ("loss", "cls", "patch", "lr", "wd", "momentum", "mask_ratio", "images_per_s", "mem_mb",
-                    "teacher_entropy", "teacher_max_prob"):
+                    "teacher_entropy", "teacher_max_prob", "teacher_spread", "teacher_patch_entropy"):
             assert math.isfinite(e[key]), key
     quarter = len(train) // 4
     first = sum(e["loss"] for e in train[:quarter]) / quarter
@@ -59,6 +59,8 @@ def test_short_run_mechanics(short_run: tuple[Path, TrainSummary]) -> None:
     assert end["cls"] < math.log(K) - 0.5
     assert 0.5 < end["teacher_entropy"] < math.log(K) - 0.3
     assert end["teacher_max_prob"] < 0.9
+    assert end["teacher_spread"] > 0.01  # centred CLS logits still differ between crops
+    assert 0.5 < end["teacher_patch_entropy"] < math.log(K)
     assert 0.02 < end["mask_ratio"] < 0.3  # gating 0.5 x r ~ U(0.1, 0.5): 15% of tokens on average
     stops = read_log(out, "stop")
     assert stops and stops[-1]["reason"] == "max-steps"
