@@ -157,7 +157,7 @@ def opt(entry: dict, key: str, fmt: str) -> str:
     return format(entry[key], fmt) if key in entry else ""
 
 
-def health(out: Path, strategies: list[str], args: argparse.Namespace) -> list[str]:
+def health(out: Path, runs: list[str], args: argparse.Namespace) -> list[str]:
     """Per run, the last epoch's losses and the teacher's CLS distribution against ln K (an entropy
     near ln K with a CLS loss near ln K means the CLS head has collapsed towards uniform outputs; the
     spread of its centred logits, near 0, says the same without the temperature), the entropy of its
@@ -165,7 +165,7 @@ def health(out: Path, strategies: list[str], args: argparse.Namespace) -> list[s
     lines = ["| run | epochs | loss | CLS loss | patch loss | teacher entropy (ln K) | teacher max prob | "
              "teacher spread | teacher patch entropy | images/s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for s in strategies:
+    for s in runs:
         entries = read_log(out / s)  # one read per run ([] without a log)
         epochs = [e for e in entries if e.get("kind") == "epoch"]
         if not epochs:

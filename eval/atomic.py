@@ -49,8 +49,8 @@ def read_json(path: str | os.PathLike[str], what: str = "") -> Any:
     """The parsed JSON of ``path``; ``BadInput`` naming the file when it cannot be read or parsed
     (``what`` names the expected content in the message, e.g. "COCO results JSON")."""
     p = Path(path)
-    if what and not p.is_file():
-        raise BadInput(p, f"no such file (expected {what})")
+    if not p.is_file():
+        raise BadInput(p, f"no such file (expected {what})" if what else "no such file")
     try:
         return json.loads(p.read_text())
     except (OSError, UnicodeDecodeError) as exc:

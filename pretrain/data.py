@@ -40,11 +40,6 @@ def mixed_seed(*words: int) -> int:
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one sample of one epoch."""
-    return mixed_seed(seed, epoch, index)
-
-
 def crop_mask(pred_shape: str, grid: tuple[int, int], ratio: float, generator: torch.Generator,
               aspect_ratio: tuple[float, float]) -> torch.Tensor:
     """[h, w] bool mask of one crop for the per-crop baselines (``rand`` or ``block``)."""
@@ -87,7 +82,7 @@ class MultiCropDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Sample:
         epoch, i = key
-        s = sample_seed(self.seed, epoch, i)
+        s = mixed_seed(self.seed, epoch, i)  # one seed per sample of an epoch
         if self.augment is not None:
             random.seed(s)
             torch.default_generator.manual_seed(s)  # CPU generator only (no per-sample CUDA seeding cost)
