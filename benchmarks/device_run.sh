@@ -2,26 +2,23 @@
 # The GPU evidence for attmask-pretrain in ONE call on a lent GPU machine (a session gets about 15 minutes
 # of device time in all, machine start included, and at most 10 minutes per command).
 #
-#   here:    bash benchmarks/device_run.sh --prepare     # copies $ATTMASK_DATA/cifar10-mini to carry/data (git-ignored, 11 MB)
+#   here:    bash benchmarks/device_run.sh --prepare     # copies $ATTMASK_DATA/cifar10-mini to carry/data (git-ignored, 48 MB)
 #   device:  command "bash benchmarks/device_run.sh", carry ["carry"], timeout_s 560
 #            knobs (environment): STRATEGIES (default: all five), EPOCHS (100), TIME_LIMIT_S (400),
 #            AUGMENT (device: crops made on the GPU, pretrain/batch_augment.py; loader: the PIL pipeline in
 #            loader workers, which needs about 2,100 CPU core-seconds per 100-epoch run), WORKERS (loader workers
 #            per run; default 2 with AUGMENT=device, else 16 / number of runs);
-#            VARIANTS ("NAME STRATEGY KEY=VALUE ...; NAME ..." : extra runs with their own overrides, e.g. the ablation
-#            of the gap to the reference's random-masking curve (no spaces inside a value):
-#              VARIANTS="rand_loader rand augment_on=loader num_workers=6; rand_m099 rand momentum_teacher=0.99;
-#                        rand_temp04 rand teacher_temp=0.04; rand_refdef rand teacher_temp=0.04 out_dim=65536
-#                        shared_head=false norm_last_layer=true global_crops_scale=[0.14,1.0]
-#                        local_crops_scale=[0.05,0.4] pred_ratio_var=0"
-#              -> four runs at once (STRATEGIES is empty when VARIANTS is set; rand_refdef, main_attmask.py's argparse
-#              defaults for everything the benchmark setting leaves open, costs about 1.65 runs: its 65,536-way heads),
-#              about as much GPU work as the five strategies: 50-60 epochs in 400 s; a second call without carry,
-#              timeout_s 330, finishes them);
+#            VARIANTS ("NAME STRATEGY KEY=VALUE ...; NAME ..." : extra runs with their own overrides, no spaces
+#            inside a value; STRATEGIES is empty when VARIANTS is set), e.g. the ablation that traced the first runs'
+#            gap to the reference to the CLS teacher temperature (benchmarks/results/h200-2026-11-27-ablation/):
+#              VARIANTS="rand_t07 rand teacher_temp=0.07; rand_m099 rand teacher_temp=0.07 momentum_teacher=0.99"
+#            Timing on one H200: the five strategies at once run at about 1,930 images/s each, 100 epochs in about
+#            520 s: TIME_LIMIT_S=400 (about 75 epochs), then a second call without carry, timeout_s 200, finishes
+#            them; three runs at once, about 3,950 images/s each (100 epochs in about 260 s);
 #            DEVICE=cpu STEP=0 EXTRA="subset=20 ..." make a quick dry run on this machine with .venv/bin first on PATH
 #   back:    cp -r <files_at>/pretrain_cifar runs/ && tar xzf runs/pretrain_cifar/logs.tar.gz -C runs/pretrain_cifar &&
 #            .venv/bin/python benchmarks/pretrain_cifar.py --report-only --out runs/pretrain_cifar --strategies <the runs>
-#                (table, training state + the PNG, from the logs)
+#                [--variant NAME STRATEGY KEY=VALUE ... as run]   (table, training state + the PNG, from the logs)
 #   more:    a second call WITHOUT carry (the warm machine keeps carry/runs) and EXTRA unchanged continues the
 #            stopped runs exactly (pretrain_cifar.py passes --resume to unfinished runs): STEP=0 bash benchmarks/device_run.sh
 #

@@ -19,10 +19,14 @@ presets (``--preset-prefix cifar10mini_cpu``), which train for minutes, not for 
         --max-steps 4 subset=20 batch_size_per_gpu=32 eval_every=1                     # plumbing check
 
 Ablations: ``--variant NAME STRATEGY KEY=VALUE ...`` (repeatable) adds a run ``NAME`` of that strategy
-with its own overrides (after the shared ones), e.g. to separate the causes of a gap to the reference:
+with its own overrides (after the shared ones), e.g. the ablation that traced the first GPU runs' gap
+to the reference to the CLS teacher temperature (benchmarks/results/h200-2026-11-27-ablation/):
 
-    .venv/bin/python benchmarks/pretrain_cifar.py --out runs/abl --jobs 3 --variant rand rand \
-        --variant rand_loader rand augment_on=loader --variant rand_dino rand loss=dino
+    .venv/bin/python benchmarks/pretrain_cifar.py --out runs/abl --jobs 3 --variant rand_t07 rand teacher_temp=0.07 \
+        --variant rand_loader rand augment_on=loader --variant rand_m099 rand momentum_teacher=0.99
+
+``--report-only`` rebuilds the report from the runs' logs; give it the same runs with the same
+overrides (the training-state table takes ln K from the run's configuration).
 
 Runs resume: a run whose folder holds a finished checkpoint is not trained again, an unfinished one
 continues (``--resume``).
