@@ -22,7 +22,7 @@ Ablations: ``--variant NAME STRATEGY KEY=VALUE ...`` (repeatable) adds a run ``N
 with its own overrides (after the shared ones), e.g. the ablation that traced the first GPU runs' gap
 to the reference to the CLS teacher temperature (benchmarks/results/h200-2026-11-27-ablation/):
 
-    .venv/bin/python benchmarks/pretrain_cifar.py --out runs/abl --jobs 3 --variant rand_t07 rand teacher_temp=0.07 \
+    .venv/bin/python benchmarks/pretrain_cifar.py --out runs/abl --jobs 3 --variant rand_t07 rand teacher_temp=0.07 \\
         --variant rand_loader rand augment_on=loader --variant rand_m099 rand momentum_teacher=0.99
 
 ``--report-only`` rebuilds the report from the runs' logs; give it the same runs with the same
