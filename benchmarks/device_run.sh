@@ -18,7 +18,7 @@
 #            DEVICE=cpu STEP=0 EXTRA="subset=20 ..." make a quick dry run on this machine with .venv/bin first on PATH
 #   back:    cp -r <files_at>/pretrain_cifar runs/ && tar xzf runs/pretrain_cifar/logs.tar.gz -C runs/pretrain_cifar &&
 #            .venv/bin/python benchmarks/pretrain_cifar.py --report-only --out runs/pretrain_cifar --strategies <the runs>
-#                [--variant NAME STRATEGY KEY=VALUE ... as run]   (table, training state + the PNG, from the logs)
+#                [--variant NAME STRATEGY]   (table, training state + the PNG, from the logs and each run's config.yaml)
 #   more:    a second call WITHOUT carry (the warm machine keeps carry/runs) and EXTRA unchanged continues the
 #            stopped runs exactly (pretrain_cifar.py passes --resume to unfinished runs): STEP=0 bash benchmarks/device_run.sh
 #
@@ -32,7 +32,7 @@
 #     random vs AttMask-High masking (the AttMask overhead) and the CLS-row vs materialised attention cost;
 #  4. leaves the small results in $OUT (7 files; a call returns at most 8): device.txt, pretrain_cifar.txt,
 #     pretrain_step_gpu.{txt,json}, pretrain_cifar/*.{md,json} and pretrain_cifar/logs.tar.gz (each run's
-#     log.jsonl / train.out; checkpoints stay on the machine, where a second call can --resume them).
+#     log.jsonl / train.out / config.yaml; checkpoints stay on the machine, where a second call can --resume them).
 set -uo pipefail
 
 if [[ "${1:-}" == "--prepare" ]]; then
@@ -84,7 +84,7 @@ runs="$PWD/carry/runs/pretrain_cifar"
 collect() {  # a call returns at most 8 files: the runs' logs travel as one tar
     mkdir -p "$OUT/pretrain_cifar"
     cp "$runs"/*.md "$runs"/*.json "$OUT/pretrain_cifar/" 2>/dev/null
-    (cd "$runs" 2>/dev/null && tar czf "$OUT/pretrain_cifar/logs.tar.gz.part" */log.jsonl */train.out 2>/dev/null \
+    (cd "$runs" 2>/dev/null && tar czf "$OUT/pretrain_cifar/logs.tar.gz.part" */log.jsonl */train.out */config.yaml 2>/dev/null \
         && mv "$OUT/pretrain_cifar/logs.tar.gz.part" "$OUT/pretrain_cifar/logs.tar.gz")
 }
 ( while sleep 15; do collect; done ) &

@@ -25,8 +25,8 @@ to the reference to the CLS teacher temperature (benchmarks/results/h200-2026-11
     .venv/bin/python benchmarks/pretrain_cifar.py --out runs/abl --jobs 3 --variant rand_t07 rand teacher_temp=0.07 \\
         --variant rand_loader rand augment_on=loader --variant rand_m099 rand momentum_teacher=0.99
 
-``--report-only`` rebuilds the report from the runs' logs; give it the same runs with the same
-overrides (the training-state table takes ln K from the run's configuration).
+``--report-only`` rebuilds the report from the runs' logs (the training-state table takes K from each
+run's ``config.yaml``, or, for runs without one, from the preset and the overrides given).
 
 Runs resume: a run whose folder holds a finished checkpoint is not trained again, an unfinished one
 continues (``--resume``).
@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 from attmask.eval.checkpoint import read_checkpoint_file
-from attmask.pretrain.config import load_config, parse_overrides
+from attmask.pretrain.config import RUN_CONFIG_NAME, load_config, parse_overrides
 from attmask.pretrain.curves import Curve, epochs_to_reach, load_curve, plot_curves
 from attmask.pretrain.runlog import read_log
 
@@ -176,8 +176,10 @@ def health(out: Path, runs: list[str], args: argparse.Namespace) -> list[str]:
             continue
         last = epochs[-1]
         speeds = sorted(e["images_per_s"] for e in entries if e.get("kind") == "train" and "images_per_s" in e)
+        saved = out / s / RUN_CONFIG_NAME  # what the run trained with; else the preset and the overrides given
         strategy, extra = args.runs[s]
-        k = load_config(f"{args.preset_prefix}_{strategy}", parse_overrides(list(args.overrides) + extra)).config.out_dim
+        k = (load_config(saved) if saved.is_file() else
+             load_config(f"{args.preset_prefix}_{strategy}", parse_overrides(list(args.overrides) + extra))).config.out_dim
         ips = f"{speeds[len(speeds) // 2]:.0f}" if speeds else ""
         lines.append(f"| {s} | {last['epoch']} | {last['loss']:.3f} | {last['cls']:.3f} | {last['patch']:.3f} | "
                      f"{last['teacher_entropy']:.3f} ({math.log(k):.3f}) | {last['teacher_max_prob']:.4f} | "

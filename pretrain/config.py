@@ -28,6 +28,7 @@ from attmask.eval.errors import BadInput
 from attmask.eval.resources import find_config, load_yaml
 
 PRESET_KIND = "pretrain"
+RUN_CONFIG_NAME = "config.yaml"  # RUN_DIR/config.yaml: the run's resolved configuration, a preset of its own
 AUGMENT_ON = ("loader", "device")
 ATTMASK_SHAPES = ("attmask_high", "attmask_low", "attmask_hint")
 PRED_SHAPES = (*ATTMASK_SHAPES, "rand", "block", "none")
@@ -144,6 +145,16 @@ class PretrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def dump_config(cfg: PretrainConfig, reference: bool = False) -> str:
+    """``cfg`` as a preset YAML (every key, resolved) that :func:`load_config` reads back to an equal
+    configuration; ``reference: true`` is kept when the run reproduces a reference preset unchanged."""
+    body: dict[str, Any] = {"reference": True} if reference else {}
+    body.update(cfg.to_dict())
+    return ("# The resolved configuration of a pre-training run; "
+            "`attmask-pretrain train --config THIS_FILE --out DIR` repeats it.\n"
+            + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
 
 
 def _field_types() -> dict[str, Any]:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from attmask.eval import distributed as dist
 from attmask.eval.arch import ArchSpec, spec_from_name
+from attmask.eval.atomic import atomic_write_text
 from attmask.eval.classification_options import check_same_classes
 from attmask.eval.context import peak_memory_mb
 from attmask.eval.datasets import classification_split, index_image_folder
@@ -37,7 +38,7 @@ from attmask.eval.transforms import EvalTransform
 
 from . import checkpoints as ckpt_io
 from .batch_augment import DeviceMultiCrop, load_images
-from .config import RESUME_FREE_KEYS, LoadedConfig, PretrainConfig
+from .config import RESUME_FREE_KEYS, RUN_CONFIG_NAME, LoadedConfig, PretrainConfig, dump_config
 from .data import EpochSampler, MultiCropDataset, build_loader
 from .heads import iBOTHead
 from .losses import DINOLoss, iBOTLoss, teacher_temperature_schedule
@@ -209,6 +210,7 @@ class Trainer:
     def __init__(self, config: LoadedConfig | PretrainConfig, out: str | os.PathLike[str], *, resume: bool = False,
                  max_steps: int | None = None, progress: bool = True, device: str | None = None) -> None:
         self.cfg = config.config if isinstance(config, LoadedConfig) else config
+        self.reference = config.reference if isinstance(config, LoadedConfig) else False
         self.out = Path(out)
         self.resume = resume
         self.max_steps = max_steps
@@ -306,6 +308,8 @@ class Trainer:
         step = self._restore(st, latest, iters, world) if self.resume else 0
         loader = build_loader(dataset, sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
         runlog = RunLog(self.out, enabled=dist.is_main(), tensorboard=cfg.tensorboard)
+        if dist.is_main():  # what this run trains with (on --resume: with its current loader / logging keys)
+            atomic_write_text(self.out / RUN_CONFIG_NAME, dump_config(cfg, self.reference))
         args = checkpoint_args(cfg, spec)
         total = sched.total_steps if self.max_steps is None else min(self.max_steps, sched.total_steps)
 

@@ -18,6 +18,7 @@ from attmask.eval.checkpoint import load_backbone, read_checkpoint_file
 from attmask.eval.features import forward_layers
 from attmask.pretrain.checkpoints import export_backbone
 from attmask.pretrain.cli import main
+from attmask.pretrain.config import RUN_CONFIG_NAME, dump_config, load_config
 from attmask.pretrain.curves import load_curve, plot_curves, summary_table
 from attmask.pretrain.runlog import read_log
 from attmask.pretrain.trainer import Trainer, TrainSummary, collapse_warning
@@ -69,6 +70,27 @@ def test_short_run_mechanics(short_run: tuple[Path, TrainSummary]) -> None:
     assert evals[-1]["top1@k20"] >= evals[0]["top1@k20"] - 3  # not below its random init - 3
     assert summary.knn == {k: v for k, v in evals[-1].items() if "@" in k}
     assert (out / "tb").is_dir() and any((out / "tb").iterdir())
+
+
+def test_run_folder_holds_its_resolved_configuration(short_run: tuple[Path, TrainSummary]) -> None:
+    out, _ = short_run
+    loaded = load_config(out / RUN_CONFIG_NAME)
+    assert loaded.config == tiny(**SHORT) and not loaded.reference
+    text = (out / RUN_CONFIG_NAME).read_text()
+    assert text.startswith("# The resolved configuration") and "teacher_temp: 0.04" in text
+
+
+def test_a_reference_preset_run_keeps_its_reference_flag(tmp_path: Path) -> None:
+    """dump_config keeps reference: true, so a run repeated from its config.yaml is still a reference run;
+    any change clears it (load_config's rule)."""
+    preset = load_config("ibot_attmask_high_vits16_in1k20pct_100ep")
+    path = tmp_path / RUN_CONFIG_NAME
+    path.write_text(dump_config(preset.config, preset.reference))
+    again = load_config(path)
+    assert again.reference and again.config == preset.config
+    assert not load_config(path, {"epochs": 50}).reference
+    path.write_text(dump_config(preset.config, False))
+    assert not load_config(path).reference
 
 
 def test_checkpoints_have_the_reference_layout(short_run: tuple[Path, TrainSummary]) -> None:
