@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 from attmask.eval.checkpoint import read_checkpoint_file
-from attmask.pretrain.config import RUN_CONFIG_NAME, load_config, parse_overrides
+from attmask.pretrain.config import RUN_CONFIG_NAME, PretrainConfig, load_config, parse_overrides
 from attmask.pretrain.curves import Curve, epochs_to_reach, load_curve, plot_curves
 from attmask.pretrain.runlog import read_log
 
@@ -161,6 +161,16 @@ def opt(entry: dict, key: str, fmt: str) -> str:
     return format(entry[key], fmt) if key in entry else ""
 
 
+def run_config(out: Path, run: str, args: argparse.Namespace) -> PretrainConfig:
+    """What ``run`` trained with: its ``config.yaml``, else (runs from before it existed) the preset and
+    the overrides given."""
+    saved = out / run / RUN_CONFIG_NAME
+    if saved.is_file():
+        return load_config(saved).config
+    strategy, extra = args.runs[run]
+    return load_config(f"{args.preset_prefix}_{strategy}", parse_overrides(list(args.overrides) + extra)).config
+
+
 def health(out: Path, runs: list[str], args: argparse.Namespace) -> list[str]:
     """Per run, the last epoch's losses and the teacher's CLS distribution against ln K (an entropy
     near ln K with a CLS loss near ln K means the CLS head has collapsed towards uniform outputs; the
@@ -176,10 +186,7 @@ def health(out: Path, runs: list[str], args: argparse.Namespace) -> list[str]:
             continue
         last = epochs[-1]
         speeds = sorted(e["images_per_s"] for e in entries if e.get("kind") == "train" and "images_per_s" in e)
-        saved = out / s / RUN_CONFIG_NAME  # what the run trained with; else the preset and the overrides given
-        strategy, extra = args.runs[s]
-        k = (load_config(saved) if saved.is_file() else
-             load_config(f"{args.preset_prefix}_{strategy}", parse_overrides(list(args.overrides) + extra))).config.out_dim
+        k = run_config(out, s, args).out_dim
         ips = f"{speeds[len(speeds) // 2]:.0f}" if speeds else ""
         lines.append(f"| {s} | {last['epoch']} | {last['loss']:.3f} | {last['cls']:.3f} | {last['patch']:.3f} | "
                      f"{last['teacher_entropy']:.3f} ({math.log(k):.3f}) | {last['teacher_max_prob']:.4f} | "

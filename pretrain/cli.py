@@ -135,13 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     presets = ", ".join(available(PRESET_KIND)) or "none"
     p = sub.add_parser("train", help="pre-train a ViT (writes RUN_DIR/checkpoint.pth)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description=textwrap.fill("Pre-train; every run ends by writing RUN_DIR/checkpoint.pth, plus "
-                                                 "RUN_DIR/checkpoint{epoch:04d}.pth every saveckp_freq epochs, and RUN_DIR/config.yaml, the "
-                                                 "resolved configuration (--config RUN_DIR/config.yaml repeats the run). "
-                                                 f"Shipped presets: {presets}.", width=100),
+                       description=textwrap.fill(
+                           "Pre-train; every run ends by writing RUN_DIR/checkpoint.pth, plus "
+                           "RUN_DIR/checkpoint{epoch:04d}.pth every saveckp_freq epochs, and RUN_DIR/config.yaml, "
+                           "the resolved configuration (--config RUN_DIR/config.yaml repeats the run). "
+                           f"Shipped presets: {presets}.", width=100),
                        epilog=options_help())
     p.add_argument("--config", required=True, metavar="PRESET|PATH", help="a shipped preset name or a YAML file")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, config.yaml, log.jsonl, tb/)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run folder (checkpoints, config.yaml, log.jsonl, tb/)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (schedules span them)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="stop at global iteration N (whichever of epochs / max-steps ends first ends the run)")
